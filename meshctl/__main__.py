@@ -1,0 +1,24 @@
+"""`python -m meshctl` and the `meshctl` console script.
+
+`meshctl --version` answers before the CLI framework is imported: it runs in
+shell prompts and CI preambles, where 100 ms of imports is noticeable.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    if sys.argv[1:] == ["--version"]:
+        from meshctl import __version__
+
+        print(f"meshctl {__version__}")
+        return
+    from meshctl.cli import main as cli_main
+
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()

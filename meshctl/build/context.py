@@ -1,0 +1,122 @@
+"""What every component builder gets (one environment's settings) and returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshctl import models, templating
+from meshctl.catalog import CHARTS, Chart
+from meshctl.errors import RenderError
+from meshctl.spec import EnvironmentPlan, Platform
+
+
+@dataclass(frozen=True)
+class Release:
+    """A Helm release: chart from the catalog, target namespace, values."""
+
+    name: str
+    chart_key: str
+    namespace: str
+    values: dict[str, Any]
+    wave: int
+    component: str
+    # Labels for the namespace Argo CD creates (before any pod starts in it).
+    namespace_labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def chart(self) -> Chart:
+        return CHARTS[self.chart_key]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A Kubernetes object, and the file it belongs in: <component>/<group>.yaml."""
+
+    component: str
+    group: str
+    body: dict[str, Any]
+
+    @property
+    def identity(self) -> tuple[str, str, str, str]:
+        metadata = self.body.get("metadata", {})
+        return (
+            self.body["apiVersion"],
+            self.body["kind"],
+            metadata.get("namespace", ""),
+            metadata["name"],
+        )
+
+
+@dataclass
+class ComponentOutput:
+    releases: list[Release] = field(default_factory=list)
+    manifests: list[Manifest] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    platform: Platform
+    plan: EnvironmentPlan
+
+    @property
+    def settings(self) -> models.Settings:
+        return self.plan.settings
+
+    @property
+    def spec(self) -> models.PlatformSpec:
+        return self.platform.spec
+
+    @property
+    def environment(self) -> str:
+        return self.plan.name
+
+    def render(self, template: str, **context: Any) -> list[dict[str, Any]]:
+        return templating.render(template, **context)
+
+    def render_one(self, template: str, **context: Any) -> dict[str, Any]:
+        docs = self.render(template, **context)
+        if len(docs) != 1 or not isinstance(docs[0], dict):
+            raise RenderError(f"templates/{template} must produce exactly one mapping")
+        return docs[0]
+
+    def affinity(self, selector: dict[str, str]) -> dict[str, Any] | None:
+        """Prefer one replica per node, when the environment asks for it."""
+        if not self.settings.resilience.anti_affinity:
+            return None
+        return {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "podAffinityTerm": {
+                            "labelSelector": {"matchLabels": dict(selector)},
+                            "topologyKey": "kubernetes.io/hostname",
+                        },
+                    }
+                ]
+            }
+        }
+
+    def zone_spread(self, selector: dict[str, str]) -> list[dict[str, Any]] | None:
+        """Spread replicas evenly over zones, when the environment asks for it."""
+        if not self.settings.resilience.zone_spread:
+            return None
+        return [
+            {
+                "maxSkew": 1,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": dict(selector)},
+            }
+        ]
+
+
+def resources(block: models.Resources) -> dict[str, Any]:
+    """A Kubernetes resources block; removed (null) amounts are left out."""
+    out: dict[str, Any] = {}
+    for kind, amounts in (("requests", block.requests), ("limits", block.limits)):
+        values = {k: v for k, v in (("cpu", amounts.cpu), ("memory", amounts.memory)) if v}
+        if values:
+            out[kind] = values
+    return out

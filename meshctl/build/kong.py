@@ -1,0 +1,189 @@
+"""Kong Gateway: Helm values for the `kong` chart, global plugins, routes."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from meshctl import models
+from meshctl.build.context import BuildContext, ComponentOutput, Manifest, Release, resources
+from meshctl.build.names import dns_label
+from meshctl.spec import route_host
+
+COMPONENT = "kong"
+SERVICE_ACCOUNT = "kong"
+_TLS_PROTOCOLS = ("1.0", "1.1", "1.2", "1.3")
+
+
+def build(ctx: BuildContext) -> ComponentOutput:
+    gateway = ctx.settings.gateway
+    values = ctx.render_one(
+        "kong/values.yaml.j2",
+        gateway=gateway,
+        resilience=ctx.settings.resilience,
+        service_account=SERVICE_ACCOUNT,
+        worker_processes=str(_worker_processes(gateway.resources)),
+        ssl_protocols=_ssl_protocols(gateway.tls.min_version),
+        resources=resources(gateway.resources),
+        affinity=ctx.affinity(
+            {"app.kubernetes.io/name": "kong", "app.kubernetes.io/instance": "kong"}
+        ),
+        topology_spread=ctx.zone_spread(
+            {"app.kubernetes.io/name": "kong", "app.kubernetes.io/instance": "kong"}
+        ),
+    )
+    release = Release("kong", "kong", gateway.namespace, values, wave=2, component=COMPONENT)
+    manifests = [
+        Manifest(COMPONENT, "cluster-plugins", doc)
+        for doc in ctx.render("kong/cluster-plugins.yaml.j2", plugins=global_plugins(gateway))
+    ]
+    for service in ctx.spec.services:
+        if not service.routes:
+            continue
+        plugins = _service_plugins(service)
+        routes = _routes(service, ctx.settings, [p["name"] for p in plugins])
+        manifests.extend(
+            Manifest("services", service.name, doc)
+            for doc in ctx.render(
+                "kong/routes.yaml.j2",
+                service=service,
+                routes=routes,
+                plugins=plugins,
+                tls=gateway.tls.enabled,
+            )
+        )
+    return ComponentOutput([release], manifests)
+
+
+def principal(ctx: BuildContext) -> str:
+    """Kong's mesh identity, for AuthorizationPolicies that let the gateway in."""
+    mesh = ctx.settings.mesh
+    return f"{mesh.trust_domain}/ns/{ctx.settings.gateway.namespace}/sa/{SERVICE_ACCOUNT}"
+
+
+def _worker_processes(resources: models.Resources) -> int:
+    # One nginx worker per reserved core: more workers than cores only add
+    # context switches; Kong's default of "auto" would read the node's cores.
+    cpu = resources.requests.cpu or "1"
+    cores = int(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+    return max(1, math.ceil(cores))
+
+
+def _ssl_protocols(min_version: str) -> str:
+    return " ".join(f"TLSv{v}" for v in _TLS_PROTOCOLS[_TLS_PROTOCOLS.index(min_version) :])
+
+
+def _rate_limit_config(limit: models.RateLimit) -> dict[str, Any]:
+    config: dict[str, Any] = {"limit_by": limit.limit_by, "policy": limit.policy}
+    for window in ("second", "minute", "hour", "day"):
+        value = getattr(limit, window)
+        if value is not None:
+            config[window] = value
+    return config
+
+
+def global_plugins(gateway: models.Gateway) -> list[dict[str, Any]]:
+    plugins = gateway.plugins
+    out: list[dict[str, Any]] = []
+    if gateway.metrics.enabled:
+        out.append(
+            {
+                "name": "global-prometheus",
+                "plugin": "prometheus",
+                "config": {
+                    "status_code_metrics": True,
+                    "latency_metrics": True,
+                    "bandwidth_metrics": True,
+                    "upstream_health_metrics": True,
+                },
+            }
+        )
+    if plugins.correlation_id.enabled:
+        out.append(
+            {
+                "name": "global-correlation-id",
+                "plugin": "correlation-id",
+                "config": {
+                    "header_name": plugins.correlation_id.header,
+                    "generator": "uuid#counter",
+                    "echo_downstream": True,
+                },
+            }
+        )
+    if plugins.rate_limiting is not None:
+        out.append(
+            {
+                "name": "global-rate-limiting",
+                "plugin": "rate-limiting",
+                "config": _rate_limit_config(plugins.rate_limiting),
+            }
+        )
+    if plugins.request_size_limit is not None:
+        out.append(
+            {
+                "name": "global-request-size-limiting",
+                "plugin": "request-size-limiting",
+                "config": {
+                    "allowed_payload_size": plugins.request_size_limit.megabytes,
+                    "size_unit": "megabytes",
+                },
+            }
+        )
+    if plugins.cors is not None:
+        cors = plugins.cors
+        out.append(
+            {
+                "name": "global-cors",
+                "plugin": "cors",
+                "config": {
+                    "origins": list(cors.origins),
+                    "methods": list(cors.methods),
+                    "credentials": cors.credentials,
+                    "max_age": cors.max_age,
+                },
+            }
+        )
+    return out
+
+
+def _service_plugins(service: models.Service) -> list[dict[str, Any]]:
+    if service.rate_limit is None:
+        return []
+    return [
+        {
+            "name": dns_label(service.name, "rate-limiting"),
+            "plugin": "rate-limiting",
+            "config": _rate_limit_config(service.rate_limit),
+        }
+    ]
+
+
+def route_names(service: models.Service) -> list[str]:
+    if len(service.routes) == 1:
+        return [service.routes[0].name or service.name]
+    return [route.name or dns_label(service.name, str(i)) for i, route in enumerate(service.routes)]
+
+
+def _routes(
+    service: models.Service, settings: models.Settings, plugin_names: list[str]
+) -> list[dict[str, Any]]:
+    tls = settings.gateway.tls
+    routes = []
+    for name, route in zip(route_names(service), service.routes, strict=True):
+        annotations = {"konghq.com/strip-path": "true" if route.strip_path else "false"}
+        if tls.enabled and tls.redirect_http:
+            annotations["konghq.com/protocols"] = "https"
+            annotations["konghq.com/https-redirect-status-code"] = "301"
+        if plugin_names:
+            annotations["konghq.com/plugins"] = ",".join(plugin_names)
+        if service.description:
+            annotations["meshctl.io/description"] = service.description
+        routes.append(
+            {
+                "name": name,
+                "host": route_host(route.host, settings.domain),
+                "paths": list(route.paths),
+                "annotations": annotations,
+            }
+        )
+    return routes

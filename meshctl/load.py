@@ -1,0 +1,91 @@
+"""Stage 1, load: read a YAML source file into plain data with positions.
+
+Everything that can go wrong before the data exists (unreadable file, bytes that
+are not UTF-8, YAML syntax, duplicate keys, alias bombs, absurd nesting, a file
+far larger than any spec) becomes a located ``SpecError`` here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from meshctl import yamlio
+from meshctl.errors import Location, Problem, SpecError, UsageError
+
+# A spec with 2,000 services is about 0.7 MB; anything past this is not a spec,
+# and parsing it would take minutes instead of failing within a second.
+MAX_SOURCE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass
+class Source:
+    """A loaded YAML file: its display name, the data and where each value is."""
+
+    name: str
+    document: yamlio.Document
+
+    @property
+    def data(self) -> object:
+        return self.document.data
+
+    def location(self, path: yamlio.Path, *, key: bool = False) -> Location:
+        line, column = self.document.key_mark(path) if key else self.document.mark(path)
+        return Location(self.name, line, column)
+
+
+def read_source(path: Path, display_name: str | None = None) -> Source:
+    """Load a YAML file; a missing or unreadable file is a usage error (exit 2)."""
+    name = display_name or str(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_SOURCE_BYTES:
+            raise _fail(
+                name,
+                1,
+                1,
+                f"the file is {size / 1024 / 1024:.1f} MiB; meshctl reads specs of at most "
+                f"{MAX_SOURCE_BYTES // 1024 // 1024} MiB",
+            )
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise UsageError(f"{name}: no such file") from exc
+    except IsADirectoryError as exc:
+        raise UsageError(f"{name}: is a directory, expected a YAML file") from exc
+    except PermissionError as exc:
+        raise UsageError(f"{name}: permission denied") from exc
+    except OSError as exc:
+        raise UsageError(f"{name}: cannot read: {exc.strerror or exc}") from exc
+    return parse_source(raw, name)
+
+
+def parse_source(raw: bytes, name: str) -> Source:
+    text = _decode(raw, name)
+    try:
+        document = yamlio.parse_document(text)
+    except yamlio.YamlSyntaxError as exc:
+        raise _fail(name, exc.line, exc.column, exc.message) from exc
+    return Source(name, document)
+
+
+def _decode(raw: bytes, name: str) -> str:
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise _fail(
+            name, line, column, f"the file is not UTF-8 text (byte 0x{raw[exc.start]:02x})"
+        ) from exc
+    if "\x00" in text:
+        offset = text.index("\x00")
+        line = text.count("\n", 0, offset) + 1
+        column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+        raise _fail(name, line, column, "the file contains NUL bytes; it is not a YAML text file")
+    return text
+
+
+def _fail(name: str, line: int, column: int, message: str) -> SpecError:
+    return SpecError([Problem(Location(name, line, column), "", message, rule="syntax")])

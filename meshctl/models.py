@@ -1,0 +1,544 @@
+"""The spec as pydantic models: the one source of truth for its schema.
+
+Two kinds of models live here:
+
+- the document (``PlatformDocument`` and the structural parts: metadata,
+  gitops, environments, services), validated as written;
+- the layered settings (``Settings``: domain, gateway, mesh, resilience), which
+  come from built-in defaults, a profile, the spec and per-environment
+  overrides. The spec and profiles hold *layers* of them (every field optional,
+  ``null`` removes); ``Settings`` is the merged, effective result per
+  environment, where required fields must be present.
+
+``meshctl.schema`` turns these into ``schemas/platform.schema.json``.
+Field names are snake_case in Python and camelCase in YAML.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+API_VERSION = "meshctl.io/v1alpha1"
+
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+HOSTNAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+CPU_PATTERN = r"^([0-9]+m|[0-9]+(\.[0-9]{1,3})?)$"
+MEMORY_PATTERN = r"^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$"
+DURATION_PATTERN = r"^[0-9]+(ms|s|m|h)$"
+# Free text ends up in annotations and Argo CD descriptions: one line, no
+# control characters. Quotes, ': ' and '---' are fine; output quotes them.
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+
+DnsLabel = Annotated[
+    str,
+    StringConstraints(pattern=DNS_LABEL_PATTERN, max_length=63),
+    Field(description="A DNS-1123 label: lowercase letters, digits and '-', at most 63."),
+]
+Hostname = Annotated[
+    str,
+    StringConstraints(pattern=HOSTNAME_PATTERN, max_length=253),
+]
+Text = Annotated[str, StringConstraints(pattern=TEXT_PATTERN, max_length=1024)]
+Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN)]
+
+
+def _number_to_string(value: Any) -> Any:
+    # `cpu: 2` is as natural in YAML as `cpu: "2"`; Kubernetes takes both.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _quantity_schema(pattern: str, description: str) -> WithJsonSchema:
+    return WithJsonSchema(
+        {"type": ["string", "number"], "pattern": pattern, "description": description}
+    )
+
+
+CpuQuantity = Annotated[
+    str,
+    BeforeValidator(_number_to_string),
+    StringConstraints(pattern=CPU_PATTERN),
+    _quantity_schema(CPU_PATTERN, "CPU as a Kubernetes quantity: 500m, 1, 2.5."),
+]
+MemoryQuantity = Annotated[
+    str,
+    BeforeValidator(_number_to_string),
+    StringConstraints(pattern=MEMORY_PATTERN),
+    _quantity_schema(MEMORY_PATTERN, "Memory as a Kubernetes quantity: 512Mi, 4Gi."),
+]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+    )
+
+
+# --------------------------------------------------------------------------
+# Layered settings (effective form)
+
+
+class Amounts(Model):
+    cpu: CpuQuantity | None = Field(None, description="CPU; null removes it.")
+    memory: MemoryQuantity | None = Field(None, description="Memory; null removes it.")
+
+
+class Resources(Model):
+    """Container requests and limits."""
+
+    requests: Amounts = Field(description="What the scheduler reserves.")
+    limits: Amounts = Field(
+        default_factory=Amounts,
+        description="Hard caps; a null CPU limit avoids CFS throttling.",
+    )
+
+
+class Autoscaling(Model):
+    """A HorizontalPodAutoscaler from `replicas` (the minimum) to `maxReplicas`."""
+
+    enabled: bool = Field(description="Create a HorizontalPodAutoscaler.")
+    max_replicas: int = Field(ge=1, le=1000, description="Upper bound for the autoscaler.")
+    target_cpu_utilization: int = Field(
+        ge=1,
+        le=100,
+        alias="targetCPUUtilization",
+        description="Average CPU utilization (% of requests) to scale at.",
+    )
+
+
+class SecretRef(Model):
+    """A key of a Kubernetes Secret; the spec never holds a secret value."""
+
+    name: Annotated[str, StringConstraints(pattern=HOSTNAME_PATTERN, max_length=253)] = Field(
+        description="Secret name (in the component's namespace)."
+    )
+    key: Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)] = Field(
+        description="Key inside the Secret."
+    )
+
+
+class KongDatabase(Model):
+    """Kong's configuration store: DB-less (declarative) or PostgreSQL."""
+
+    mode: Literal["dbless", "postgres"] = Field(
+        description="dbless: configuration from the ingress controller only; "
+        "postgres: Kong keeps its configuration in PostgreSQL."
+    )
+    host: Hostname | None = Field(None, description="PostgreSQL host (postgres mode).")
+    port: int = Field(5432, ge=1, le=65535, description="PostgreSQL port.")
+    database: DnsLabel | None = Field(None, description="Database name (postgres mode).")
+    user: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]*$")] | None = Field(
+        None, description="Database user (postgres mode)."
+    )
+    password_secret: SecretRef | None = Field(
+        None, description="Secret holding the database password (postgres mode)."
+    )
+    ssl: bool = Field(True, description="Connect to PostgreSQL over TLS.")
+
+    @model_validator(mode="after")
+    def _postgres_needs_connection(self) -> KongDatabase:
+        if self.mode == "postgres":
+            missing = [
+                alias
+                for alias, value in (
+                    ("host", self.host),
+                    ("database", self.database),
+                    ("user", self.user),
+                    ("passwordSecret", self.password_secret),
+                )
+                if value is None
+            ]
+            if missing:
+                raise ValueError(f"postgres mode needs {', '.join(missing)}")
+        return self
+
+
+class Proxy(Model):
+    service_type: Literal["LoadBalancer", "NodePort", "ClusterIP"] = Field(
+        description="Kubernetes Service type of Kong's proxy."
+    )
+    annotations: dict[str, Text] = Field(
+        default_factory=dict,
+        description="Annotations of the proxy Service (cloud load balancer settings).",
+    )
+    load_balancer_source_ranges: list[
+        Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F:.]+/[0-9]{1,3}$")]
+    ] = Field(default_factory=list, description="CIDRs allowed to reach the load balancer.")
+
+
+TlsVersion = Literal["1.0", "1.1", "1.2", "1.3"]
+
+
+class GatewayTls(Model):
+    enabled: bool = Field(description="Serve routes over HTTPS with a certificate per host.")
+    min_version: TlsVersion = Field(description="Lowest TLS version Kong accepts.")
+    redirect_http: bool = Field(description="Redirect plain HTTP to HTTPS (301).")
+
+
+class Metrics(Model):
+    enabled: bool = Field(description="Expose Prometheus metrics.")
+
+
+class RateLimit(Model):
+    """Kong rate-limiting plugin; counters are per Kong node with the local policy."""
+
+    second: int | None = Field(None, ge=1)
+    minute: int | None = Field(None, ge=1)
+    hour: int | None = Field(None, ge=1)
+    day: int | None = Field(None, ge=1)
+    limit_by: Literal["ip", "consumer", "credential", "service"] = Field(
+        "ip", description="What a counter is kept for."
+    )
+    policy: Literal["local"] = Field(
+        "local",
+        description="Where counters live; `local` keeps them in each Kong node's memory.",
+    )
+
+    @model_validator(mode="after")
+    def _one_window(self) -> RateLimit:
+        if all(v is None for v in (self.second, self.minute, self.hour, self.day)):
+            raise ValueError("set at least one of second, minute, hour, day")
+        return self
+
+
+class CorrelationId(Model):
+    enabled: bool
+    header: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]+$")] = "X-Request-ID"
+
+
+class RequestSizeLimit(Model):
+    megabytes: int = Field(ge=1, le=1024, description="Largest request body accepted.")
+
+
+HttpMethod = Literal["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE", "OPTIONS"]
+_CORS_METHODS: tuple[HttpMethod, ...] = ("GET", "POST")
+
+
+class Cors(Model):
+    origins: list[Annotated[str, StringConstraints(pattern=r"^(\*|https?://[^\s,]+)$")]] = Field(
+        min_length=1, description="Allowed origins (`*` or full origins)."
+    )
+    methods: list[HttpMethod] = Field(default_factory=lambda: list(_CORS_METHODS))
+    credentials: bool = False
+    max_age: int = Field(3600, ge=0, le=86400)
+
+
+class GatewayPlugins(Model):
+    """Kong plugins applied to every route (KongClusterPlugins labelled global)."""
+
+    correlation_id: CorrelationId = Field(description="Add a request id header.")
+    rate_limiting: RateLimit | None = Field(None, description="Global rate limit.")
+    request_size_limit: RequestSizeLimit | None = Field(
+        None, description="Reject large request bodies."
+    )
+    cors: Cors | None = Field(None, description="CORS for browser clients.")
+
+
+class Gateway(Model):
+    """Kong Gateway with its ingress controller (chart `kong`)."""
+
+    namespace: DnsLabel = Field(description="Namespace Kong runs in.")
+    replicas: int = Field(ge=1, le=1000, description="Kong pods (the minimum when autoscaling).")
+    autoscaling: Autoscaling
+    resources: Resources
+    database: KongDatabase
+    proxy: Proxy
+    tls: GatewayTls
+    metrics: Metrics
+    plugins: GatewayPlugins
+
+
+class MeshMtls(Model):
+    mode: Literal["STRICT", "PERMISSIVE"] = Field(
+        description="Mesh-wide PeerAuthentication mode; PERMISSIVE also accepts plain text."
+    )
+    min_tls_version: Literal["1.2", "1.3"] = Field(
+        description="Lowest TLS version between sidecars."
+    )
+
+
+class ControlPlane(Model):
+    replicas: int = Field(ge=1, le=100, description="istiod pods (the minimum when autoscaling).")
+    autoscaling: Autoscaling
+    resources: Resources
+
+
+class Sidecar(Model):
+    resources: Resources
+
+
+class Collector(Model):
+    host: Hostname = Field(description="OpenTelemetry (OTLP/gRPC) collector service host.")
+    port: int = Field(4317, ge=1, le=65535)
+
+
+class Tracing(Model):
+    sampling_percent: float = Field(ge=0, le=100, description="Share of requests traced.")
+    collector: Collector | None = Field(
+        None, description="Where spans go; tracing is off without a collector."
+    )
+
+
+class AccessLogs(Model):
+    enabled: bool
+    encoding: Literal["JSON", "TEXT"] = "JSON"
+
+
+class ConnectionPool(Model):
+    max_connections: int = Field(ge=1, description="TCP connections per upstream host.")
+    connect_timeout: Duration = Field(description="TCP connect timeout.")
+    http1_max_pending_requests: int = Field(ge=1, description="Queued HTTP/1.1 requests.")
+    http2_max_requests: int = Field(ge=1, description="Concurrent HTTP/2 requests.")
+    max_requests_per_connection: int = Field(
+        ge=0, description="Requests before a connection is recycled; 0 means unlimited."
+    )
+
+
+class OutlierDetection(Model):
+    consecutive5xx_errors: int = Field(
+        ge=0, alias="consecutive5xxErrors", description="5xx responses before ejection."
+    )
+    interval: Duration = Field(description="Time between ejection sweeps.")
+    base_ejection_time: Duration = Field(description="Minimum ejection duration.")
+    max_ejection_percent: int = Field(ge=0, le=100, description="Most hosts ejected at once.")
+
+
+class TrafficPolicy(Model):
+    """DestinationRule traffic policy applied to every service."""
+
+    connection_pool: ConnectionPool
+    outlier_detection: OutlierDetection
+
+
+class EgressGateway(Model):
+    enabled: bool = Field(description="Deploy an Istio egress gateway (chart `gateway`).")
+    replicas: int = Field(ge=1, le=100)
+    resources: Resources
+
+
+class Egress(Model):
+    policy: Literal["ALLOW_ANY", "REGISTRY_ONLY"] = Field(
+        description="REGISTRY_ONLY blocks calls to hosts the mesh does not know."
+    )
+    hosts: list[Hostname] = Field(
+        default_factory=list,
+        description="External HTTPS hosts the services may call (ServiceEntries).",
+    )
+    gateway: EgressGateway
+
+
+class Mesh(Model):
+    """Istio: control plane, sidecars and mesh-wide policy (charts base, istiod, gateway)."""
+
+    trust_domain: Hostname = Field(description="SPIFFE trust domain of the mesh.")
+    mtls: MeshMtls
+    control_plane: ControlPlane
+    sidecar: Sidecar
+    tracing: Tracing
+    access_logs: AccessLogs
+    traffic_policy: TrafficPolicy
+    egress: Egress
+
+
+class Resilience(Model):
+    """Disruption budgets and spreading, for every component that runs replicas."""
+
+    disruption_budgets: bool = Field(description="PodDisruptionBudgets for replicated pods.")
+    anti_affinity: bool = Field(description="Prefer one replica per node.")
+    zone_spread: bool = Field(description="Spread replicas across availability zones.")
+
+
+class Settings(Model):
+    """Everything that layers: defaults -> profile -> spec -> environment overrides."""
+
+    domain: Hostname = Field(description="Base DNS domain; bare route hosts are put under it.")
+    gateway: Gateway
+    mesh: Mesh
+    resilience: Resilience
+
+
+LAYERED_SECTIONS = tuple((info.alias or name) for name, info in Settings.model_fields.items())
+
+
+# --------------------------------------------------------------------------
+# The document
+
+
+LAYER_MARKER = "x-meshctl-layer"
+
+
+def _layer(section: str) -> Any:
+    """A field that holds a layer of a settings section (meshctl.schema resolves it)."""
+    return WithJsonSchema({LAYER_MARKER: section})
+
+
+class Metadata(Model):
+    name: DnsLabel = Field(description="Platform name; prefixes GitOps object names.")
+    description: Text | None = Field(None, description="One line about the platform.")
+
+
+class GitOps(Model):
+    """Where the rendered tree lives and which engine syncs it."""
+
+    engine: Literal["argocd"] = Field(description="GitOps engine that syncs the tree.")
+    repo_url: Annotated[
+        str, StringConstraints(pattern=r"^(https://|ssh://|git@)[^\s]+$", max_length=512)
+    ] = Field(alias="repoURL", description="Git repository the rendered tree is committed to.")
+    revision: Annotated[
+        str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", max_length=255)
+    ] = Field("HEAD", description="Branch, tag or commit to sync.")
+    path: Annotated[
+        str,
+        StringConstraints(
+            pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$",
+            max_length=255,
+        ),
+    ] = Field("rendered", description="Path of the rendered tree inside the repository.")
+    namespace: DnsLabel = Field("argocd", description="Namespace Argo CD runs in.")
+
+
+class Cluster(Model):
+    """Argo CD destination: an API server URL or a cluster name known to Argo CD."""
+
+    server: Annotated[str, StringConstraints(pattern=r"^https://[^\s]+$")] | None = None
+    name: DnsLabel | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Cluster:
+        if (self.server is None) == (self.name is None):
+            raise ValueError("set exactly one of server and name")
+        return self
+
+
+Policy = Literal["mtls-strict", "tls-min-version", "disruption-budgets", "resource-limits"]
+
+
+class Waiver(Model):
+    """A recorded exception to a production policy."""
+
+    policy: Policy = Field(description="The production policy waived.")
+    reason: Text = Field(min_length=10, description="Why; kept in the rendered AppProject.")
+
+
+class Environment(Model):
+    profile: DnsLabel = Field(description="Profile the environment starts from.")
+    cluster: Cluster = Field(
+        default_factory=lambda: Cluster(server="https://kubernetes.default.svc"),
+        description="Where Argo CD deploys this environment.",
+    )
+    overrides: Annotated[dict[str, Any], _layer("SettingsLayer")] = Field(
+        default_factory=dict, description="Settings for this environment only."
+    )
+    waivers: list[Waiver] = Field(
+        default_factory=list, description="Production policies this environment may break."
+    )
+
+
+class ServiceRateLimit(RateLimit):
+    pass
+
+
+# Segments may not be "." or ".." (a leading dot needs a non-dot after it).
+_SEGMENT = (
+    r"(?:[A-Za-z0-9_~!$&'()*+,;=:@%-]|\.[A-Za-z0-9_~!$&'()*+,;=:@%-])[A-Za-z0-9._~!$&'()*+,;=:@%-]*"
+)
+PATH_PATTERN = rf"^(/{_SEGMENT})*/?$"
+
+
+class Route(Model):
+    """A public route through Kong to the service."""
+
+    name: DnsLabel | None = Field(
+        None,
+        description="Name of the route's Ingress; defaults to the service name (or "
+        "<service>-<index> when the service has several routes).",
+    )
+    host: Hostname = Field(
+        description="FQDN, or a single label that is put under the environment's domain."
+    )
+    paths: list[Annotated[str, StringConstraints(pattern=PATH_PATTERN, max_length=512)]] = Field(
+        min_length=1, description="Path prefixes."
+    )
+    strip_path: bool = Field(False, description="Remove the matched prefix upstream.")
+
+
+class Service(Model):
+    """A workload in the mesh. meshctl routes to it and guards it; it does not deploy it."""
+
+    name: DnsLabel = Field(description="Service name; also its Kubernetes Service name.")
+    namespace: DnsLabel
+    port: int = Field(ge=1, le=65535, description="Port of the Kubernetes Service.")
+    description: Text | None = None
+    service_account: DnsLabel | None = Field(
+        None, description="Workload service account; defaults to the service name."
+    )
+    selector: dict[
+        Annotated[str, StringConstraints(pattern=r"^([a-z0-9.-]+/)?[A-Za-z0-9._-]+$")],
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{0,63}$")],
+    ] = Field(default_factory=dict, description="Pod labels; defaults to app: <name>.")
+    routes: list[Route] = Field(default_factory=list)
+    allow_from: list[DnsLabel] = Field(
+        default_factory=list,
+        description="Callers allowed in: service names, or `gateway` for Kong. Everything else "
+        "is denied.",
+    )
+    uses: list[DnsLabel] = Field(
+        default_factory=list, description="Services this one calls; each must allow it in."
+    )
+    rate_limit: ServiceRateLimit | None = Field(
+        None, description="Rate limit on this service's routes (overrides the global one)."
+    )
+
+    @property
+    def account(self) -> str:
+        return self.service_account or self.name
+
+    @property
+    def pod_selector(self) -> dict[str, str]:
+        return dict(self.selector) or {"app": self.name}
+
+
+class PlatformSpec(Model):
+    domain: Hostname | None = Field(None, description="Base DNS domain of the platform.")
+    gitops: GitOps
+    environments: dict[DnsLabel, Environment] = Field(min_length=1)
+    gateway: Annotated[dict[str, Any] | None, _layer("GatewayLayer")] = None
+    mesh: Annotated[dict[str, Any] | None, _layer("MeshLayer")] = None
+    resilience: Annotated[dict[str, Any] | None, _layer("ResilienceLayer")] = None
+    services: list[Service] = Field(default_factory=list)
+
+
+class PlatformDocument(Model):
+    """A meshctl platform spec (platform.yaml)."""
+
+    api_version: Literal["meshctl.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["Platform"]
+    metadata: Metadata
+    spec: PlatformSpec
+
+
+class ProfileDocument(Model):
+    """A profile file: named settings layered under the spec, possibly on another profile."""
+
+    name: DnsLabel
+    description: Text
+    extends: DnsLabel | None = None
+    production: bool | None = Field(
+        None, description="Production policies apply (inherited when unset)."
+    )
+    settings: Annotated[dict[str, Any], _layer("SettingsLayer")] = Field(default_factory=dict)

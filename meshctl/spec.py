@@ -1,0 +1,279 @@
+"""A spec, loaded: load -> validate -> expand, for every environment.
+
+``load_platform`` returns a ``Platform`` (the typed document, the profiles and
+each environment's expanded settings) or raises ``SpecError`` with every
+problem found in the spec and the profiles it uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from meshctl import models, policy, schema
+from meshctl.errors import Location, Problem, SpecError, UsageError
+from meshctl.expand import REMOVED, Expansion, Layer, expand
+from meshctl.load import Source, read_source
+from meshctl.paths import format_path
+from meshctl.profiles import Profile, ProfileSet, load_profiles
+from meshctl.validate import (
+    pydantic_problems,
+    schema_problems,
+    service_problems,
+    suggestion,
+    unique_problems,
+)
+from meshctl.yamlio import Path as DataPath
+
+
+@dataclass(frozen=True)
+class EnvironmentPlan:
+    """One environment after expansion: typed settings and where each came from."""
+
+    name: str
+    environment: models.Environment
+    profile: Profile
+    production: bool
+    expansion: Expansion
+    settings: models.Settings
+
+
+@dataclass(frozen=True)
+class Platform:
+    source: Source
+    document: models.PlatformDocument
+    profiles: ProfileSet
+    environments: dict[str, EnvironmentPlan]
+
+    @property
+    def spec(self) -> models.PlatformSpec:
+        return self.document.spec
+
+    @property
+    def name(self) -> str:
+        return self.document.metadata.name
+
+
+def load_platform(path: Path, display_name: str | None = None) -> Platform:
+    """Load, validate and expand a spec; raise SpecError with every problem found."""
+    source = read_source(path, display_name)
+    if source.data is None:
+        raise SpecError(
+            [
+                Problem(
+                    Location(source.name, 1, 1),
+                    "",
+                    "the file is empty; expected a platform spec "
+                    "(run `meshctl init` for an example)",
+                )
+            ]
+        )
+    problems = schema_problems(source, schema.platform_schema())
+    if problems:
+        raise SpecError(problems)
+    document = _typed(source)
+    profiles = load_profiles(path.parent)
+    problems = service_problems(document.spec, source)
+    environments: dict[str, EnvironmentPlan] = {}
+    for name, environment in document.spec.environments.items():
+        plan = _plan(name, environment, source, profiles, problems)
+        if plan is not None:
+            environments[name] = plan
+    for plan in environments.values():
+        problems.extend(_environment_problems(plan, document.spec, source))
+    if problems:
+        raise SpecError(unique_problems(problems))
+    return Platform(source, document, profiles, environments)
+
+
+def _typed(source: Source) -> models.PlatformDocument:
+    from pydantic import ValidationError
+
+    try:
+        return models.PlatformDocument.model_validate(source.data)
+    except ValidationError as exc:
+
+        def locate(path: DataPath, _kind: str) -> tuple[Location, str]:
+            return source.location(path), format_path(path)
+
+        raise SpecError(pydantic_problems(exc.errors(), locate)) from None
+
+
+def _plan(
+    name: str,
+    environment: models.Environment,
+    source: Source,
+    profiles: ProfileSet,
+    problems: list[Problem],
+) -> EnvironmentPlan | None:
+    from pydantic import ValidationError
+
+    env_path: DataPath = ("spec", "environments", name)
+    if environment.profile not in profiles:
+        problems.append(
+            Problem(
+                source.location((*env_path, "profile")),
+                format_path((*env_path, "profile")),
+                f"unknown profile '{environment.profile}'"
+                f"{suggestion(environment.profile, profiles.names())}"
+                f" (available: {', '.join(profiles.names())})",
+                rule="reference",
+            )
+        )
+        return None
+    raw_spec: dict[str, Any] = source.data["spec"]  # type: ignore[index]
+    layers = [
+        Layer(f"profile {p.name} ({p.origin})", p.source, ("settings",), p.settings)
+        for p in profiles.chain(environment.profile)
+    ]
+    layers.append(
+        Layer(
+            "spec",
+            source,
+            ("spec",),
+            {k: raw_spec[k] for k in models.LAYERED_SECTIONS if k in raw_spec},
+        )
+    )
+    layers.append(
+        Layer(
+            f"environment {name} overrides", source, (*env_path, "overrides"), environment.overrides
+        )
+    )
+    expansion = expand(name, layers)
+    try:
+        settings = models.Settings.model_validate(expansion.settings)
+    except ValidationError as exc:
+        problems.extend(_effective_problems(exc.errors(), expansion, source))
+        return None
+    return EnvironmentPlan(
+        name,
+        environment,
+        profiles.get(environment.profile),
+        profiles.is_production(environment.profile),
+        expansion,
+        settings,
+    )
+
+
+def _source_of(expansion: Expansion, path: DataPath, source: Source) -> tuple[Location, str]:
+    """Where the value at a settings path was decided, as a location and source path."""
+    origin = expansion.origin(path)
+    if origin is None:
+        return source.location(("spec",)), format_path(("spec", *path))
+    rest = path[len(origin.path) :]
+    return origin.location, format_path((*origin.layer.source_path(origin.path), *rest))
+
+
+def _effective_problems(errors: list[Any], expansion: Expansion, source: Source) -> list[Problem]:
+    env = expansion.environment
+
+    def locate(path: DataPath, kind: str) -> tuple[Location, str]:
+        return _source_of(expansion, path, source)
+
+    problems = []
+    for err in errors:
+        path: DataPath = tuple(err["loc"])
+        contributions = expansion.contributions(path)
+        if err["type"] == "missing":
+            if contributions and contributions[-1].value is REMOVED:
+                message = "is required and cannot be removed with null"
+            else:
+                message = f"'{path[-1]}' is required; set it in the spec"
+            err = {**err, "msg": message}  # noqa: PLW2901 - the rewritten error replaces it
+        problems.extend(pydantic_problems([err], locate, context=f" (environment {env})"))
+    return problems
+
+
+def _environment_problems(
+    plan: EnvironmentPlan, spec: models.PlatformSpec, source: Source
+) -> list[Problem]:
+    problems: list[Problem] = []
+    settings = plan.settings
+    if plan.production:
+        waived: set[str] = {w.policy for w in plan.environment.waivers}
+        for name, path, message in policy.violations(settings, waived):
+            location, display = _source_of(plan.expansion, path, source)
+            problems.append(
+                Problem(
+                    location,
+                    display,
+                    f"{message} (environment {plan.name}, policy {name}; to allow it, add a waiver "
+                    "with a reason to the environment)",
+                    rule="policy",
+                )
+            )
+    settings_autoscaling = (
+        (("gateway",), settings.gateway.replicas, settings.gateway.autoscaling),
+        (
+            ("mesh", "controlPlane"),
+            settings.mesh.control_plane.replicas,
+            settings.mesh.control_plane.autoscaling,
+        ),
+    )
+    for base, replicas, autoscaling in settings_autoscaling:
+        if autoscaling.enabled and autoscaling.max_replicas < replicas:
+            location, display = _source_of(
+                plan.expansion, (*base, "autoscaling", "maxReplicas"), source
+            )
+            problems.append(
+                Problem(
+                    location,
+                    display,
+                    f"maxReplicas {autoscaling.max_replicas} is below replicas {replicas} "
+                    f"(environment {plan.name})",
+                    rule="model",
+                )
+            )
+    reserved = {
+        settings.gateway.namespace: "Kong gateway",
+        spec.gitops.namespace: "Argo CD",
+        "istio-egress": "Istio egress gateway",
+    }
+    seen_routes: dict[tuple[str, str], str] = {}
+    for index, service in enumerate(spec.services):
+        base_path: DataPath = ("spec", "services", index)
+        owner = reserved.get(service.namespace)
+        if owner:
+            problems.append(
+                Problem(
+                    source.location((*base_path, "namespace")),
+                    format_path((*base_path, "namespace")),
+                    f"'{service.namespace}' is the {owner} namespace; put services in their own",
+                    rule="reference",
+                )
+            )
+        for r, route in enumerate(service.routes):
+            host = route_host(route.host, settings.domain)
+            for p, prefix in enumerate(route.paths):
+                other = seen_routes.setdefault((host, prefix), service.name)
+                if other != service.name:
+                    at = (*base_path, "routes", r, "paths", p)
+                    problems.append(
+                        Problem(
+                            source.location(at),
+                            format_path(at),
+                            f"{host}{prefix} is already routed to '{other}'",
+                            rule="reference",
+                        )
+                    )
+    return problems
+
+
+def route_host(host: str, domain: str) -> str:
+    """A single label is a name under the environment's domain; anything else is an FQDN."""
+    return host if "." in host else f"{host}.{domain}"
+
+
+def select_environments(platform: Platform, names: list[str] | None) -> list[str]:
+    """The environments a command works on, in spec order; unknown names are usage errors."""
+    available = list(platform.environments)
+    if not names:
+        return available
+    for name in names:
+        if name not in platform.environments:
+            raise UsageError(
+                f"unknown environment '{name}'{suggestion(name, available)} "
+                f"(the spec has: {', '.join(available)})"
+            )
+    return [n for n in available if n in names]

@@ -1,0 +1,81 @@
+"""The one Jinja environment: strict, and YAML-safe by construction.
+
+Every ``{{ expression }}`` is emitted as exactly one YAML flow node (a
+JSON-quoted string, a number, a boolean, null, or a JSON flow collection), so
+no value from a spec can add keys or documents, or change a string's type. A
+template that needs a composed string composes it inside the expression:
+``{{ service.name ~ "-tls" }}``. A missing variable is an error, never "".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import traceback
+from functools import cache
+from typing import Any
+
+import jinja2
+import yaml
+
+from meshctl import yamlio
+from meshctl.errors import RenderError
+from meshctl.resources import templates_dir
+
+# Code points YAML treats as line breaks or refuses raw, which JSON leaves as is.
+_YAML_UNSAFE = {0x85: "\\x85", 0x2028: "\\u2028", 0x2029: "\\u2029", 0xFEFF: "\\ufeff"}
+_YAML_UNSAFE.update({c: f"\\x{c:02x}" for c in range(0x7F, 0xA0) if c != 0x85})
+
+
+def yaml_scalar(value: Any) -> str:
+    """The finalize hook: a value as one safe YAML flow node."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise TypeError(f"cannot emit the float {value!r}")
+        return repr(value)
+    if isinstance(value, str | list | tuple | dict):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True).translate(_YAML_UNSAFE)
+    raise TypeError(f"cannot emit a {type(value).__name__} in a template")
+
+
+@cache
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates_dir()),
+        undefined=jinja2.StrictUndefined,
+        finalize=yaml_scalar,
+        autoescape=False,  # YAML, not HTML; yaml_scalar does the escaping
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def render(template: str, **context: Any) -> list[Any]:
+    """Render a template and parse its output: a list of YAML documents (no empty ones)."""
+    try:
+        text = environment().get_template(template).render(**context)
+    except jinja2.TemplateSyntaxError as exc:
+        raise RenderError(f"templates/{exc.name or template}:{exc.lineno}: {exc.message}") from exc
+    except (jinja2.TemplateError, TypeError) as exc:
+        raise RenderError(f"{_template_frame(exc, template)}: {exc}") from exc
+    try:
+        return [doc for doc in yamlio.load_output_all(text) if doc is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at output line {mark.line + 1}" if mark else ""
+        raise RenderError(f"templates/{template} produced invalid YAML{where}: {exc}") from exc
+
+
+def _template_frame(exc: BaseException, template: str) -> str:
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename.endswith(".j2"):
+            name = frame.filename.rsplit("templates/", 1)[-1]
+            return f"templates/{name}:{frame.lineno}"
+    return f"templates/{template}"

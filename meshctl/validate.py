@@ -1,0 +1,307 @@
+"""Stage 2, validate: the JSON Schema, then what a schema cannot say.
+
+Every check yields ``Problem``s located in the source; nothing stops at the
+first one. Schema errors are rewritten into messages a platform engineer can
+act on (no regular expressions, "did you mean" for unknown keys and values).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterable, Iterator
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from meshctl import models
+from meshctl.errors import Location, Problem
+from meshctl.paths import format_path
+
+if TYPE_CHECKING:
+    import jsonschema
+
+    from meshctl.load import Source
+    from meshctl.yamlio import Path
+
+PATTERN_HINTS = {
+    models.DNS_LABEL_PATTERN: "must be a DNS-1123 label (lowercase letters, digits and '-', "
+    "starting and ending with a letter or digit)",
+    models.HOSTNAME_PATTERN: "must be a lowercase DNS name such as api.example.com",
+    models.CPU_PATTERN: "must be a CPU quantity such as 500m, 1 or 2.5",
+    models.MEMORY_PATTERN: "must be a memory quantity such as 512Mi or 4Gi",
+    models.DURATION_PATTERN: "must be a duration such as 250ms, 10s or 5m",
+    models.TEXT_PATTERN: "must be a single line without control characters",
+    models.PATH_PATTERN: "must be a URL path starting with '/', without '.' or '..' segments, "
+    "spaces or quotes",
+}
+
+_YAML_TYPES = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "null",
+}
+
+
+@cache
+def _validator(schema_json: str) -> jsonschema.protocols.Validator:
+    import jsonschema
+
+    schema = json.loads(schema_json)
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema)
+
+
+def schema_problems(source: Source, schema: dict[str, Any], base: Path = ()) -> list[Problem]:
+    """All JSON Schema problems of source.data (or of the value at base)."""
+    data: Any = source.data
+    for part in base:
+        data = data[part]
+    validator = _validator(json.dumps(schema, sort_keys=True))
+    problems: list[Problem] = []
+    for error in validator.iter_errors(data):
+        problems.extend(_explain(source, error, base))
+    return unique_problems(problems)
+
+
+def unique_problems(problems: Iterable[Problem]) -> list[Problem]:
+    seen: set[tuple[Location, str, str]] = set()
+    unique = []
+    for problem in problems:
+        key = (problem.location, problem.path, problem.message)
+        if key not in seen:
+            seen.add(key)
+            unique.append(problem)
+    return unique
+
+
+def describe(value: Any) -> str:
+    """A short rendering of a value for messages (never the whole of a big one)."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str):
+        text = "'" + text[1:-1].replace('\\"', '"').replace("'", "\\'") + "'"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _yaml_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else "a mapping"
+
+
+def suggestion(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _explain(source: Source, error: jsonschema.ValidationError, base: Path) -> Iterator[Problem]:
+    path: Path = (*base, *error.absolute_path)
+    display = format_path(path)
+    validator = error.validator
+    instance = error.instance
+    # jsonschema types these as "maybe unset"; for an error they always are set.
+    rule: Any = error.validator_value
+    schema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
+
+    if validator in ("anyOf", "oneOf"):
+        yield from _explain_alternatives(source, error, base)
+        return
+    if validator == "additionalProperties" and isinstance(instance, dict):
+        allowed = list(schema.get("properties", {}))
+        extra = [key for key in instance if key not in allowed]
+        for key in extra:
+            yield Problem(
+                source.location((*path, key), key=True),
+                format_path((*path, key)),
+                f"unknown key '{key}'{suggestion(key, allowed)}"
+                + ("" if suggestion(key, allowed) else _allowed_list(allowed)),
+            )
+        return
+    if validator == "propertyNames":
+        key = str(instance)
+        hint = PATTERN_HINTS.get(rule.get("pattern", ""))
+        yield Problem(
+            source.location((*path, key), key=True),
+            format_path((*path, key)),
+            f"'{key}' {hint}" if hint else f"'{key}' is not a valid name: {error.message}",
+        )
+        return
+    location = source.location(path)
+    if validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        yield Problem(location, display, f"missing required key '{missing}'")
+        return
+    if validator == "type":
+        names = [rule] if isinstance(rule, str) else list(rule)
+        wanted = " or ".join(_YAML_TYPES.get(n, n) for n in names if n != "null")
+        if "null" in names and not wanted:
+            wanted = "null"
+        yield Problem(
+            location, display, f"expected {wanted}, got {_yaml_type(instance)} {describe(instance)}"
+        )
+        return
+    if validator in ("enum", "const"):
+        options = rule if validator == "enum" else [rule]
+        shown = ", ".join(describe(o) for o in options)
+        hint = (
+            suggestion(str(instance), [str(o) for o in options])
+            if isinstance(instance, str)
+            else ""
+        )
+        yield Problem(location, display, f"{describe(instance)} is not one of {shown}{hint}")
+        return
+    if validator == "pattern":
+        pattern_hint = PATTERN_HINTS.get(rule)
+        message = (
+            f"{describe(instance)} {pattern_hint}"
+            if pattern_hint
+            else f"{describe(instance)} does not match {rule}"
+        )
+        yield Problem(location, display, message)
+        return
+    if validator in ("minLength", "maxLength", "minItems", "maxItems", "minProperties"):
+        yield Problem(location, display, _size_message(validator, rule, instance))
+        return
+    yield Problem(
+        location,
+        display,
+        error.message if len(error.message) < 200 else error.message[:197] + "...",
+    )
+
+
+def _allowed_list(allowed: list[str]) -> str:
+    if not allowed:
+        return "; no keys are allowed here"
+    if len(allowed) > 12:
+        return ""
+    return "; expected one of " + ", ".join(sorted(allowed))
+
+
+def _size_message(validator: str, limit: int, instance: Any) -> str:
+    if validator == "minLength":
+        return "must not be empty" if limit == 1 else f"must be at least {limit} characters long"
+    if validator == "maxLength":
+        return f"is {len(instance)} characters long; the limit is {limit}"
+    if validator == "minItems":
+        return "must not be empty" if limit == 1 else f"needs at least {limit} items"
+    if validator == "maxItems":
+        return f"has {len(instance)} items; the limit is {limit}"
+    return "must not be empty" if limit == 1 else f"needs at least {limit} entries"
+
+
+def _explain_alternatives(
+    source: Source, error: jsonschema.ValidationError, base: Path
+) -> Iterator[Problem]:
+    """anyOf/oneOf: report the branch that fits the value's type, not the union."""
+    branches: Any = error.validator_value
+    instance = error.instance
+    non_null = [i for i, b in enumerate(branches) if b != {"type": "null"}]
+    if instance is not None and len(non_null) == 1:
+        index = non_null[0]
+        relevant = [e for e in error.context or [] if e.relative_schema_path[0] == index]
+        if relevant:
+            for sub in relevant:
+                yield from _explain(source, sub, base)
+            return
+    path: Path = (*base, *error.absolute_path)
+    yield Problem(
+        source.location(path),
+        format_path(path),
+        f"{describe(instance)} is not valid here: {error.message[:150]}",
+    )
+
+
+def pydantic_problems(
+    errors: list[Any], locate: Any, prefix: Path = (), context: str = ""
+) -> list[Problem]:
+    """Translate pydantic ValidationError.errors() into problems.
+
+    locate(path) returns (Location, display path) for a path inside the
+    validated data; prefix is where that data sits in its source.
+    """
+    problems = []
+    for err in errors:
+        loc: Path = tuple(err["loc"])
+        message = str(err["msg"])
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        location, display = locate((*prefix, *loc), err["type"])
+        problems.append(Problem(location, display, message + context, rule="model"))
+    return problems
+
+
+# --------------------------------------------------------------------------
+# What the schema cannot say: references between services, reserved names.
+
+GATEWAY_PEER = "gateway"
+RESERVED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease", "default", "istio-system")
+
+
+def service_problems(spec: models.PlatformSpec, source: Source) -> list[Problem]:
+    """Names unique and not reserved, allowFrom/uses references that resolve and agree."""
+    problems: list[Problem] = []
+    base: Path = ("spec", "services")
+    first_index: dict[str, int] = {}
+
+    def add(index: int, path: Path, message: str) -> None:
+        full = (*base, index, *path)
+        problems.append(
+            Problem(source.location(full), format_path(full), message, rule="reference")
+        )
+
+    for index, service in enumerate(spec.services):
+        if service.name in first_index:
+            line = source.location((*base, first_index[service.name], "name")).line
+            add(index, ("name",), f"duplicate service name '{service.name}' (first at line {line})")
+        else:
+            first_index[service.name] = index
+        if service.name == GATEWAY_PEER:
+            add(index, ("name",), f"'{GATEWAY_PEER}' is reserved: in allowFrom it means Kong")
+        if service.namespace in RESERVED_NAMESPACES:
+            add(
+                index,
+                ("namespace",),
+                f"'{service.namespace}' is a system namespace; "
+                "services get a default-deny policy there, which would break the cluster",
+            )
+    by_name = {s.name: s for s in spec.services}
+    known = sorted(by_name)
+    for index, service in enumerate(spec.services):
+        for j, peer in enumerate(service.allow_from):
+            if peer != GATEWAY_PEER and peer not in by_name:
+                add(
+                    index,
+                    ("allowFrom", j),
+                    f"unknown service '{peer}'{suggestion(peer, [*known, GATEWAY_PEER])}",
+                )
+        for j, target in enumerate(service.uses):
+            if target not in by_name:
+                add(index, ("uses", j), f"unknown service '{target}'{suggestion(target, known)}")
+            elif service.name not in by_name[target].allow_from:
+                add(
+                    index,
+                    ("uses", j),
+                    f"'{target}' does not allow calls from '{service.name}'; "
+                    f"add '{service.name}' to its allowFrom",
+                )
+        if service.routes and GATEWAY_PEER not in service.allow_from:
+            add(
+                index,
+                ("routes",),
+                f"the service has routes but does not allow '{GATEWAY_PEER}' "
+                "in; add it to allowFrom or Kong's requests are denied",
+            )
+    return problems

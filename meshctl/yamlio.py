@@ -1,0 +1,292 @@
+"""All YAML set-up in one place.
+
+Reading specs and profiles: ruamel.yaml's YAML 1.2 composer, so every node keeps
+its line and column. We build plain Python data from the node graph ourselves
+instead of using ruamel's constructors: that lets us record a position for every
+path, report duplicate keys with both places, refuse unsupported tags, and
+bound alias expansion (a "billion laughs" document) and nesting depth.
+
+Writing output: PyYAML's libyaml emitter (``CSafeDumper``). It follows YAML 1.1,
+so it already quotes ``on``/``off``/``yes``/``no``/``12:30``; we add implicit
+resolvers for what YAML 1.2 and go-yaml read as non-strings (``0o12``, ``1e3``,
+``y``/``n``), so such strings come out quoted and every reader - Helm and
+kubectl (go-yaml v2, YAML 1.1) and kustomize (kyaml, YAML 1.2) - sees the same
+data. Keys are sorted; multi-line strings use literal block style.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+Path = tuple[str | int, ...]
+Mark = tuple[int, int]  # 1-based line and column
+
+MAX_DEPTH = 64
+MAX_NODES = 500_000
+
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_BOOL = "tag:yaml.org,2002:bool"
+_NULL = "tag:yaml.org,2002:null"
+_STR = "tag:yaml.org,2002:str"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+# Plain scalars that ruamel resolves to these tags are kept as the text the
+# user wrote: the spec has no dates, and a date-looking string is a string.
+_KEEP_AS_STRING = {"tag:yaml.org,2002:timestamp"}
+
+
+class YamlSyntaxError(Exception):
+    """A document that is not YAML or not a YAML we accept; carries a position."""
+
+    def __init__(self, message: str, line: int, column: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.column = column
+
+
+@dataclass
+class Document:
+    """Plain data plus the position of every value and every mapping key."""
+
+    data: Any
+    positions: dict[Path, Mark] = field(default_factory=dict)
+    key_positions: dict[Path, Mark] = field(default_factory=dict)
+
+    def mark(self, path: Path) -> Mark:
+        """Position of the value at path, or of its nearest ancestor."""
+        return _nearest(self.positions, path)
+
+    def key_mark(self, path: Path) -> Mark:
+        """Position of the key that names path (falls back to the value)."""
+        if path in self.key_positions:
+            return self.key_positions[path]
+        return self.mark(path)
+
+
+def _nearest(marks: dict[Path, Mark], path: Path) -> Mark:
+    for end in range(len(path), -1, -1):
+        found = marks.get(path[:end])
+        if found is not None:
+            return found
+    return (1, 1)
+
+
+def _mark_of(node: Any) -> Mark:
+    return (node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _syntax_error(exc: Exception) -> YamlSyntaxError:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
+    context = getattr(exc, "context", None)
+    message = f"{context}: {problem}" if context and problem else problem or "invalid YAML"
+    message = message.replace("\t", "\\t")
+    if mark is None:
+        return YamlSyntaxError(f"invalid YAML: {message}", 1, 1)
+    return YamlSyntaxError(f"invalid YAML: {message}", mark.line + 1, mark.column + 1)
+
+
+def _resolve_plain(tag: str, text: str, mark: Mark) -> Any:
+    if tag == _STR or tag in _KEEP_AS_STRING:
+        return text
+    if tag == _NULL:
+        return None
+    if tag == _BOOL:
+        return text.lower() == "true"
+    if tag == _INT:
+        cleaned = text.replace("_", "")
+        sign = -1 if cleaned.startswith("-") else 1
+        digits = cleaned.lstrip("+-")
+        if digits.startswith(("0o", "0O")):
+            return sign * int(digits[2:], 8)
+        if digits.startswith(("0x", "0X")):
+            return sign * int(digits[2:], 16)
+        if digits.startswith(("0b", "0B")):
+            return sign * int(digits[2:], 2)
+        return sign * int(digits, 10)
+    if tag == _FLOAT:
+        lowered = text.lower().replace("_", "")
+        if lowered in (".nan", "+.nan", "-.nan"):
+            return float("nan")
+        if lowered.endswith(".inf"):
+            return float("-inf") if lowered.startswith("-") else float("inf")
+        return float(lowered)
+    raise YamlSyntaxError(f"unsupported YAML tag {tag!r}; plain values only", *mark)
+
+
+class _Builder:
+    """Turns a composed node graph into plain data with positions."""
+
+    def __init__(self) -> None:
+        self.doc = Document(data=None)
+        self.count = 0
+
+    def build(self, node: Any, path: Path, depth: int) -> Any:
+        self.count += 1
+        mark = _mark_of(node)
+        if self.count > MAX_NODES:
+            raise YamlSyntaxError(
+                f"the document expands to more than {MAX_NODES:,} values "
+                "(aliases repeated too often?)",
+                *mark,
+            )
+        if depth > MAX_DEPTH:
+            raise YamlSyntaxError(f"nesting is deeper than {MAX_DEPTH} levels", *mark)
+        self.doc.positions[path] = mark
+        kind = node.id
+        if kind == "scalar":
+            tag = node.tag if isinstance(node.tag, str) else str(node.tag)
+            if node.style is None:
+                return _resolve_plain(tag, node.value, mark)
+            if tag not in (_STR, "!"):
+                return _resolve_plain(tag, node.value, mark)
+            return node.value
+        if kind == "sequence":
+            return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+        if kind == "mapping":
+            return self._mapping(node, path, depth)
+        raise YamlSyntaxError(f"unsupported YAML node {kind!r}", *mark)
+
+    def _mapping(self, node: Any, path: Path, depth: int) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key_mark = _mark_of(key_node)
+            if key_node.id != "scalar":
+                raise YamlSyntaxError("mapping keys must be plain strings", *key_mark)
+            key = key_node.value
+            tag = key_node.tag if isinstance(key_node.tag, str) else str(key_node.tag)
+            if tag == "tag:yaml.org,2002:merge":
+                raise YamlSyntaxError(
+                    "merge keys ('<<') are not supported; use profiles or overrides",
+                    *key_mark,
+                )
+            if key in result:
+                first = self.doc.key_positions[(*path, key)]
+                raise YamlSyntaxError(
+                    f"duplicate key {key!r} (first defined at line {first[0]}, column {first[1]})",
+                    *key_mark,
+                )
+            self.doc.key_positions[(*path, key)] = key_mark
+            result[key] = None  # reserve the slot so duplicates are seen in order
+            result[key] = self.build(value_node, (*path, key), depth + 1)
+        return result
+
+
+def _yaml12() -> Any:
+    from ruamel.yaml import YAML
+
+    reader = YAML(typ="rt")
+    reader.allow_duplicate_keys = True  # we report duplicates ourselves, with both places
+    return reader
+
+
+def parse_document(text: str) -> Document:
+    """Parse one YAML 1.2 document into plain data with positions.
+
+    Raises YamlSyntaxError (with a 1-based position) for anything that is not a
+    single document of maps, lists and plain scalars.
+    """
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    reader = _yaml12()
+    try:
+        node = reader.compose(io.StringIO(text))
+    except RecursionError:
+        raise _depth_error(text) from None
+    except MarkedYAMLError as exc:
+        raise _syntax_error(exc) from exc
+    except YAMLError as exc:
+        raise YamlSyntaxError(f"invalid YAML: {exc}", 1, 1) from exc
+    if node is None:
+        return Document(data=None)
+    builder = _Builder()
+    builder.doc.data = builder.build(node, (), 0)
+    return builder.doc
+
+
+def _depth_error(text: str) -> YamlSyntaxError:
+    """Locate the first node nested deeper than MAX_DEPTH, without recursion."""
+    from ruamel.yaml.events import CollectionEndEvent, CollectionStartEvent
+
+    depth = 0
+    for event in _yaml12().parse(io.StringIO(text)):
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                return YamlSyntaxError(
+                    f"nesting is deeper than {MAX_DEPTH} levels", mark.line + 1, mark.column + 1
+                )
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
+    return YamlSyntaxError(f"nesting is deeper than {MAX_DEPTH} levels", 1, 1)
+
+
+# --------------------------------------------------------------------------
+# Output
+
+
+class _OutputDumper(yaml.CSafeDumper):
+    """libyaml emitter that quotes every string a YAML 1.1 or 1.2 reader would retype."""
+
+
+# YAML 1.2 core schema and go-yaml forms that YAML 1.1 (PyYAML) reads as strings.
+_OutputDumper.add_implicit_resolver(
+    _INT, re.compile(r"^[-+]?0o[0-7_]+$|^[-+]?0x[0-9a-fA-F_]+$"), list("-+0")
+)
+_OutputDumper.add_implicit_resolver(
+    _FLOAT,
+    re.compile(r"^[-+]?(\.[0-9_]+|[0-9][0-9_]*(\.[0-9_]*)?)([eE][-+]?[0-9]+)?$"),
+    list("-+.0123456789"),
+)
+_OutputDumper.add_implicit_resolver(_BOOL, re.compile(r"^(?:y|Y|n|N)$"), list("yYnN"))
+
+
+def _represent_str(dumper: _OutputDumper, value: str) -> yaml.Node:
+    if "\n" in value and not _literal_unsafe(value):
+        return dumper.represent_scalar(_STR, value, style="|")
+    return dumper.represent_scalar(_STR, value)
+
+
+def _literal_unsafe(value: str) -> bool:
+    # Literal blocks cannot carry trailing spaces on a line or a leading space
+    # on the first line unambiguously; libyaml would fall back anyway.
+    return any(line != line.rstrip(" \t") for line in value.split("\n")) or value[:1] == " "
+
+
+_OutputDumper.add_representer(str, _represent_str)
+
+
+def dump_documents(documents: list[Any], header: str | None = None) -> str:
+    """Canonical multi-document YAML: sorted keys, block style, no line folding."""
+    text = yaml.dump_all(
+        documents,
+        Dumper=_OutputDumper,
+        sort_keys=True,
+        default_flow_style=False,
+        allow_unicode=True,
+        width=1_000_000,
+        explicit_start=len(documents) > 1,
+    )
+    return f"# {header}\n{text}" if header else text
+
+
+def dump(data: Any, header: str | None = None) -> str:
+    return dump_documents([data], header)
+
+
+def load_output(text: str) -> Any:
+    """Read YAML that meshctl itself produced (templates, emitted files): fast path."""
+    return yaml.load(text, Loader=yaml.CSafeLoader)
+
+
+def load_output_all(text: str) -> Iterator[Any]:
+    return yaml.load_all(text, Loader=yaml.CSafeLoader)
