@@ -18,9 +18,10 @@ from meshctl.load import Source, read_source
 from meshctl.paths import format_path
 from meshctl.profiles import Profile, ProfileSet, load_profiles
 from meshctl.validate import (
+    profile_reference_problems,
     pydantic_problems,
+    reference_problems,
     schema_problems,
-    service_problems,
     suggestion,
     unique_problems,
 )
@@ -70,11 +71,15 @@ def load_platform(path: Path, display_name: str | None = None) -> Platform:
             ]
         )
     problems = schema_problems(source, schema.platform_schema())
+    problems += reference_problems(source)
+    try:
+        profiles = load_profiles(path.parent)
+    except SpecError as exc:
+        raise SpecError(problems + exc.problems) from None
+    problems += profile_reference_problems(source, profiles.names())
     if problems:
-        raise SpecError(problems)
+        raise SpecError(unique_problems(problems))
     document = _typed(source)
-    profiles = load_profiles(path.parent)
-    problems = service_problems(document.spec, source)
     environments: dict[str, EnvironmentPlan] = {}
     for name, environment in document.spec.environments.items():
         plan = _plan(name, environment, source, profiles, problems)
@@ -110,18 +115,6 @@ def _plan(
     from pydantic import ValidationError
 
     env_path: DataPath = ("spec", "environments", name)
-    if environment.profile not in profiles:
-        problems.append(
-            Problem(
-                source.location((*env_path, "profile")),
-                format_path((*env_path, "profile")),
-                f"unknown profile '{environment.profile}'"
-                f"{suggestion(environment.profile, profiles.names())}"
-                f" (available: {', '.join(profiles.names())})",
-                rule="reference",
-            )
-        )
-        return None
     raw_spec: dict[str, Any] = source.data["spec"]  # type: ignore[index]
     layers = [
         Layer(f"profile {p.name} ({p.origin})", p.source, ("settings",), p.settings)

@@ -109,11 +109,14 @@ def suggestion(word: str, choices: Iterable[str]) -> str:
 
 def _explain(source: Source, error: jsonschema.ValidationError, base: Path) -> Iterator[Problem]:
     path: Path = (*base, *error.absolute_path)
-    display = format_path(path)
-    validator = error.validator
-    instance = error.instance
     # jsonschema types these as "maybe unset"; for an error they always are set.
+    validator: Any = error.validator
+    instance: Any = error.instance
     rule: Any = error.validator_value
+    key_error = "propertyNames" in error.absolute_schema_path and isinstance(instance, str)
+    if key_error:
+        path = (*path, instance)  # the problem is the key itself
+    display = format_path(path)
     schema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
 
     if validator in ("anyOf", "oneOf"):
@@ -130,16 +133,7 @@ def _explain(source: Source, error: jsonschema.ValidationError, base: Path) -> I
                 + ("" if suggestion(key, allowed) else _allowed_list(allowed)),
             )
         return
-    if validator == "propertyNames":
-        key = str(instance)
-        hint = PATTERN_HINTS.get(rule.get("pattern", ""))
-        yield Problem(
-            source.location((*path, key), key=True),
-            format_path((*path, key)),
-            f"'{key}' {hint}" if hint else f"'{key}' is not a valid name: {error.message}",
-        )
-        return
-    location = source.location(path)
+    location = source.location(path, key=key_error)
     if validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         yield Problem(location, display, f"missing required key '{missing}'")
@@ -149,9 +143,10 @@ def _explain(source: Source, error: jsonschema.ValidationError, base: Path) -> I
         wanted = " or ".join(_YAML_TYPES.get(n, n) for n in names if n != "null")
         if "null" in names and not wanted:
             wanted = "null"
-        yield Problem(
-            location, display, f"expected {wanted}, got {_yaml_type(instance)} {describe(instance)}"
-        )
+        got = _yaml_type(instance)
+        if not isinstance(instance, dict | list) and instance is not None:
+            got += f" {describe(instance)}"
+        yield Problem(location, display, f"expected {wanted}, got {got}")
         return
     if validator in ("enum", "const"):
         options = rule if validator == "enum" else [rule]
@@ -250,58 +245,118 @@ GATEWAY_PEER = "gateway"
 RESERVED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease", "default", "istio-system")
 
 
-def service_problems(spec: models.PlatformSpec, source: Source) -> list[Problem]:
-    """Names unique and not reserved, allowFrom/uses references that resolve and agree."""
+def _items(value: Any) -> list[tuple[int, dict[str, Any]]]:
+    return (
+        [(i, item) for i, item in enumerate(value) if isinstance(item, dict)]
+        if isinstance(value, list)
+        else []
+    )
+
+
+def _names(value: Any) -> list[tuple[int, str]]:
+    return (
+        [(i, v) for i, v in enumerate(value) if isinstance(v, str)]
+        if isinstance(value, list)
+        else []
+    )
+
+
+def reference_problems(source: Source) -> list[Problem]:
+    """Service names unique and not reserved; allowFrom/uses references resolve and agree.
+
+    Works on the raw data, so these problems are reported together with the
+    schema's even when parts of the spec are malformed.
+    """
+    data = source.data
+    spec = data.get("spec") if isinstance(data, dict) else None
+    services = _items(spec.get("services") if isinstance(spec, dict) else None)
     problems: list[Problem] = []
-    base: Path = ("spec", "services")
-    first_index: dict[str, int] = {}
 
     def add(index: int, path: Path, message: str) -> None:
-        full = (*base, index, *path)
+        full = ("spec", "services", index, *path)
         problems.append(
             Problem(source.location(full), format_path(full), message, rule="reference")
         )
 
-    for index, service in enumerate(spec.services):
-        if service.name in first_index:
-            line = source.location((*base, first_index[service.name], "name")).line
-            add(index, ("name",), f"duplicate service name '{service.name}' (first at line {line})")
-        else:
-            first_index[service.name] = index
-        if service.name == GATEWAY_PEER:
-            add(index, ("name",), f"'{GATEWAY_PEER}' is reserved: in allowFrom it means Kong")
-        if service.namespace in RESERVED_NAMESPACES:
-            add(
-                index,
-                ("namespace",),
-                f"'{service.namespace}' is a system namespace; "
-                "services get a default-deny policy there, which would break the cluster",
-            )
-    by_name = {s.name: s for s in spec.services}
+    by_name = _service_names(services, add, source)
     known = sorted(by_name)
-    for index, service in enumerate(spec.services):
-        for j, peer in enumerate(service.allow_from):
+    for index, service in services:
+        name = service.get("name")
+        for j, peer in _names(service.get("allowFrom")):
             if peer != GATEWAY_PEER and peer not in by_name:
                 add(
                     index,
                     ("allowFrom", j),
                     f"unknown service '{peer}'{suggestion(peer, [*known, GATEWAY_PEER])}",
                 )
-        for j, target in enumerate(service.uses):
+        for j, target in _names(service.get("uses")):
             if target not in by_name:
                 add(index, ("uses", j), f"unknown service '{target}'{suggestion(target, known)}")
-            elif service.name not in by_name[target].allow_from:
+            elif name not in _names_set(by_name[target].get("allowFrom")):
                 add(
                     index,
                     ("uses", j),
-                    f"'{target}' does not allow calls from '{service.name}'; "
-                    f"add '{service.name}' to its allowFrom",
+                    f"'{target}' does not allow calls from '{name}'; add '{name}' to its allowFrom",
                 )
-        if service.routes and GATEWAY_PEER not in service.allow_from:
+        if service.get("routes") and GATEWAY_PEER not in _names_set(service.get("allowFrom")):
             add(
                 index,
                 ("routes",),
-                f"the service has routes but does not allow '{GATEWAY_PEER}' "
-                "in; add it to allowFrom or Kong's requests are denied",
+                f"the service has routes but does not allow "
+                f"'{GATEWAY_PEER}' in; add it to allowFrom or Kong's requests are denied",
+            )
+    return problems
+
+
+def _service_names(
+    services: list[tuple[int, dict[str, Any]]], add: Any, source: Source
+) -> dict[str, dict[str, Any]]:
+    """Services by name; reports duplicates and reserved names and namespaces."""
+    by_name: dict[str, dict[str, Any]] = {}
+    first_index: dict[str, int] = {}
+    for index, service in services:
+        name = service.get("name")
+        if not isinstance(name, str):
+            continue
+        if name in first_index:
+            line = source.location(("spec", "services", first_index[name], "name")).line
+            add(index, ("name",), f"duplicate service name '{name}' (first at line {line})")
+        else:
+            first_index[name] = index
+            by_name[name] = service
+        if name == GATEWAY_PEER:
+            add(index, ("name",), f"'{GATEWAY_PEER}' is reserved: in allowFrom it means Kong")
+        if service.get("namespace") in RESERVED_NAMESPACES:
+            add(
+                index,
+                ("namespace",),
+                f"'{service['namespace']}' is a system namespace; "
+                "services get a default-deny policy there, which would break the cluster",
+            )
+    return by_name
+
+
+def _names_set(value: Any) -> set[str]:
+    return {name for _, name in _names(value)}
+
+
+def profile_reference_problems(source: Source, profile_names: list[str]) -> list[Problem]:
+    """Every environment names a profile that exists."""
+    data = source.data
+    spec = data.get("spec") if isinstance(data, dict) else None
+    environments = spec.get("environments") if isinstance(spec, dict) else None
+    problems = []
+    for env, body in environments.items() if isinstance(environments, dict) else []:
+        profile = body.get("profile") if isinstance(body, dict) else None
+        if isinstance(profile, str) and profile not in profile_names:
+            path: Path = ("spec", "environments", env, "profile")
+            problems.append(
+                Problem(
+                    source.location(path),
+                    format_path(path),
+                    f"unknown profile '{profile}'{suggestion(profile, profile_names)} "
+                    f"(available: {', '.join(profile_names)})",
+                    rule="reference",
+                )
             )
     return problems

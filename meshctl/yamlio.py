@@ -127,17 +127,9 @@ class _Builder:
 
     def __init__(self) -> None:
         self.doc = Document(data=None)
-        self.count = 0
 
     def build(self, node: Any, path: Path, depth: int) -> Any:
-        self.count += 1
         mark = _mark_of(node)
-        if self.count > MAX_NODES:
-            raise YamlSyntaxError(
-                f"the document expands to more than {MAX_NODES:,} values "
-                "(aliases repeated too often?)",
-                *mark,
-            )
         if depth > MAX_DEPTH:
             raise YamlSyntaxError(f"nesting is deeper than {MAX_DEPTH} levels", *mark)
         self.doc.positions[path] = mark
@@ -196,38 +188,70 @@ def parse_document(text: str) -> Document:
     """
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+    _check_depth(text)
     reader = _yaml12()
     try:
         node = reader.compose(io.StringIO(text))
-    except RecursionError:
-        raise _depth_error(text) from None
     except MarkedYAMLError as exc:
         raise _syntax_error(exc) from exc
     except YAMLError as exc:
         raise YamlSyntaxError(f"invalid YAML: {exc}", 1, 1) from exc
     if node is None:
         return Document(data=None)
+    _check_size(node)
     builder = _Builder()
     builder.doc.data = builder.build(node, (), 0)
     return builder.doc
 
 
-def _depth_error(text: str) -> YamlSyntaxError:
-    """Locate the first node nested deeper than MAX_DEPTH, without recursion."""
-    from ruamel.yaml.events import CollectionEndEvent, CollectionStartEvent
-
+def _check_depth(text: str) -> None:
+    """Refuse absurd nesting before the (recursive, and on deep flow collections
+    quadratic) pure-Python parser sees it; libyaml's event stream is cheap."""
     depth = 0
-    for event in _yaml12().parse(io.StringIO(text)):
-        if isinstance(event, CollectionStartEvent):
-            depth += 1
-            if depth > MAX_DEPTH:
-                mark = event.start_mark
-                return YamlSyntaxError(
-                    f"nesting is deeper than {MAX_DEPTH} levels", mark.line + 1, mark.column + 1
-                )
-        elif isinstance(event, CollectionEndEvent):
-            depth -= 1
-    return YamlSyntaxError(f"nesting is deeper than {MAX_DEPTH} levels", 1, 1)
+    try:
+        for event in yaml.parse(text, Loader=yaml.CSafeLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    line, column = _mark_of(event)
+                    raise YamlSyntaxError(
+                        f"nesting is deeper than {MAX_DEPTH} levels", line, column
+                    )
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        if "nesting depth" in str(exc) and mark is not None:
+            raise YamlSyntaxError(
+                f"nesting is deeper than {MAX_DEPTH} levels", mark.line + 1, mark.column + 1
+            ) from exc
+        # Anything else is a syntax problem that ruamel reports in YAML 1.2 terms.
+
+
+def _check_size(root: Any) -> None:
+    """Refuse a document whose aliases expand to more than MAX_NODES values
+    ("billion laughs"), counting each shared node once, before expanding it."""
+    sizes: dict[int, int] = {}
+
+    def size(node: Any) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        total = 1
+        if node.id == "sequence":
+            total += sum(size(item) for item in node.value)
+        elif node.id == "mapping":
+            total += sum(size(k) + size(v) for k, v in node.value)
+        sizes[id(node)] = total
+        if total > MAX_NODES:
+            raise YamlSyntaxError(
+                f"the document expands to more than {MAX_NODES:,} values "
+                "(aliases repeated too often?)",
+                *_mark_of(node),
+            )
+        return total
+
+    size(root)
 
 
 # --------------------------------------------------------------------------

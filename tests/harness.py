@@ -1,0 +1,292 @@
+"""The conformance harness: checks any rendered tree against the real contracts.
+
+It knows nothing about components. It builds every overlay with the stock
+`kubectl kustomize`, validates every built object against the Kubernetes
+schemas (kubernetes-validate, strict) or the CRD schemas in the upstream
+reference data, and checks every Helm values file that an Argo CD Application
+points at against the pinned chart's defaults and values.schema.json. A new
+component is covered as soon as it renders.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from meshctl import yamlio
+from meshctl.catalog import CHARTS
+
+KUBERNETES_VERSION = os.environ.get("MESHCTL_KUBERNETES_VERSION", "1.30")
+
+# Maps that a chart passes through to its component's own configuration, though
+# its values.yaml gives them non-empty defaults. Each is reviewed: the reason
+# names where the chart says so.
+PASS_THROUGH_MAPS: dict[str, dict[tuple[str, ...], str]] = {
+    "kong": {
+        ("env",): "every entry becomes a KONG_* setting of kong.conf (values.yaml, 'env:')",
+        ("ingressController", "env"): "every entry becomes a CONTROLLER_* flag of the "
+        "ingress controller",
+    },
+    "istiod": {
+        ("meshConfig",): "Istio's MeshConfig, 'See https://istio.io/docs/reference/config/"
+        "istio.mesh.v1alpha1/ for all available options'",
+    },
+}
+
+
+# Helm charts pass these through into pod specs by convention. Where a chart has
+# one, its content is checked against the Kubernetes type instead of the chart's
+# example defaults (which never list every field of, say, ResourceRequirements).
+STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+KUBERNETES_TYPED: dict[str, dict[str, Any]] = {
+    "resources": {"$ref": "#/$defs/io.k8s.api.core.v1.ResourceRequirements"},
+    "affinity": {"$ref": "#/$defs/io.k8s.api.core.v1.Affinity"},
+    "tolerations": {"type": "array",
+                    "items": {"$ref": "#/$defs/io.k8s.api.core.v1.Toleration"}},
+    "topologySpreadConstraints": {
+        "type": "array", "items": {"$ref": "#/$defs/io.k8s.api.core.v1.TopologySpreadConstraint"}},
+    "nodeSelector": STRING_MAP,
+    "podAnnotations": STRING_MAP,
+    "podLabels": STRING_MAP,
+    "labels": STRING_MAP,
+    "annotations": STRING_MAP,
+}
+
+
+@functools.cache
+def _kubernetes_definitions() -> dict[str, Any]:
+    import kubernetes_validate
+
+    root = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    folder = root / f"v{KUBERNETES_VERSION}.0-local-strict"
+    return json.loads((folder / "_definitions.json").read_text())["$defs"]  # type: ignore[no-any-return]
+
+
+def kubernetes_type_problems(key: str, value: Any) -> list[str]:
+    import jsonschema
+
+    schema = {**KUBERNETES_TYPED[key], "$defs": _kubernetes_definitions()}
+    validator = jsonschema.Draft202012Validator(schema)
+    return [f"{'.'.join(map(str, e.absolute_path)) or '(value)'}: {e.message}"
+            for e in validator.iter_errors(value)]
+
+
+def _require(variable: str) -> bool:
+    return os.environ.get(variable, "") not in ("", "0")
+
+
+def upstream_dir() -> Path:
+    """The upstream reference data; skip (or fail in CI) when it is missing."""
+    default = Path(__file__).resolve().parents[2] / "shared" / "upstream"
+    path = Path(os.environ.get("MESHCTL_UPSTREAM_DIR", default))
+    if not (path / "charts").is_dir() or not (path / "crds").is_dir():
+        message = (f"upstream reference data not found at {path} "
+                   "(set MESHCTL_UPSTREAM_DIR to shared/upstream)")
+        if _require("MESHCTL_REQUIRE_UPSTREAM"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def kubectl() -> str:
+    """The kubectl binary; skip (or fail in CI) when it is missing."""
+    path = shutil.which("kubectl")
+    if path is None:
+        message = "kubectl is not on PATH; overlays cannot be built"
+        if _require("MESHCTL_REQUIRE_KUBECTL"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def kustomize_build(overlay: Path) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(overlay)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, f"kubectl kustomize {overlay} failed:\n{result.stderr}"
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
+
+
+# -- manifests ------------------------------------------------------------------
+
+
+@functools.cache
+def _crd_validator(upstream: Path, group: str, kind: str, version: str) -> Any:
+    import jsonschema
+
+    path = upstream / "crds" / group / f"{kind.lower()}_{version}.json"
+    if not path.is_file():
+        return None
+    schema = json.loads(path.read_text())
+    return jsonschema.Draft7Validator(schema)
+
+
+def manifest_problems(upstream: Path, obj: dict[str, Any]) -> list[str]:
+    """Problems of one built object against its schema; an unknown kind is one."""
+    import kubernetes_validate
+
+    api_version, kind = obj.get("apiVersion", ""), obj.get("kind", "")
+    name = f"{kind} {obj.get('metadata', {}).get('namespace', '')}/" \
+           f"{obj.get('metadata', {}).get('name', '')}"
+    group, _, version = api_version.rpartition("/")
+    validator = _crd_validator(upstream, group, kind, version) if group else None
+    if validator is not None:
+        return [f"{name}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
+                for e in validator.iter_errors(obj)]
+    try:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.SchemaNotFoundError:
+        return [f"{name}: no schema for {api_version} {kind} (neither a Kubernetes kind nor a "
+                "CRD in the upstream data)"]
+    except kubernetes_validate.ValidationError as exc:
+        return [f"{name}: {exc.message if hasattr(exc, 'message') else str(exc).splitlines()[0]}"]
+    return []
+
+
+# -- Helm values ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChartContract:
+    name: str
+    defaults: dict[str, Any]
+    document: yamlio.Document  # positions, for documented-but-commented keys
+    lines: list[str]
+    schema: dict[str, Any] | None
+    internal_defaults: bool  # Istio: defaults live under _internal_defaults_do_not_set
+
+
+@functools.cache
+def chart_contract(upstream: Path, chart: str) -> ChartContract:
+    folder = upstream / "charts" / chart
+    text = (folder / "values.yaml").read_text()
+    document = yamlio.parse_document(text)
+    data = document.data or {}
+    internal = "_internal_defaults_do_not_set" in data
+    defaults = data["_internal_defaults_do_not_set"] if internal else data
+    schema_path = folder / "values.schema.json"
+    schema = json.loads(schema_path.read_text()) if schema_path.is_file() else None
+    return ChartContract(chart, defaults, document, text.splitlines(), schema, internal)
+
+
+def _documented(contract: ChartContract, parent: tuple[str, ...], key: str) -> bool:
+    """The chart's values.yaml shows the key commented out inside its parent's block."""
+    doc_path: tuple[str | int, ...] = (
+        ("_internal_defaults_do_not_set", *parent) if contract.internal_defaults else parent
+    )
+    pattern = re.compile(rf"^\s*#+\s*{re.escape(key)}:")
+    if not doc_path:
+        return any(re.match(rf"^#+\s*{re.escape(key)}:", line) for line in contract.lines)
+    if doc_path not in contract.document.key_positions:
+        return False
+    start = contract.document.key_positions[doc_path][0]
+    later = [line for p, (line, _) in contract.document.key_positions.items()
+             if line > start and p[: len(doc_path)] != doc_path]
+    end = min(later, default=len(contract.lines) + 1)
+    return any(pattern.match(line) for line in contract.lines[start : end - 1])
+
+
+def values_problems(contract: ChartContract, values: dict[str, Any]) -> list[str]:
+    """Every key path must exist in the chart's defaults, lie under a free-form map,
+    or be documented in values.yaml; the values must satisfy values.schema.json."""
+    problems: list[str] = []
+    pass_through = PASS_THROUGH_MAPS.get(contract.name, {})
+
+    def walk(ours: dict[str, Any], theirs: dict[str, Any], path: tuple[str, ...]) -> None:
+        for key, value in ours.items():
+            here = (*path, key)
+            dotted = ".".join(here)
+            if key not in theirs:
+                if not _documented(contract, path, key):
+                    problems.append(f"{contract.name}: {dotted}: not a key of the chart "
+                                    "(neither in its defaults nor documented in values.yaml)")
+                elif key in KUBERNETES_TYPED:
+                    problems.extend(f"{contract.name}: {dotted}: {p}"
+                                    for p in kubernetes_type_problems(key, value))
+                continue
+            default = theirs[key]
+            if key in KUBERNETES_TYPED:
+                problems.extend(f"{contract.name}: {dotted}: {p}"
+                                for p in kubernetes_type_problems(key, value))
+                continue
+            if isinstance(value, dict):
+                if default is None or default == {} or here in pass_through:
+                    continue  # free-form map, or one the chart passes through
+                if not isinstance(default, dict):
+                    problems.append(f"{contract.name}: {dotted}: the chart expects "
+                                    f"{type(default).__name__}, not a map")
+                    continue
+                walk(value, default, here)
+            elif isinstance(default, dict) and default:
+                problems.append(f"{contract.name}: {dotted}: the chart expects a map here")
+
+    walk(values, contract.defaults, ())
+    if contract.schema is not None:
+        import jsonschema
+
+        validator_class = jsonschema.validators.validator_for(
+            contract.schema, default=jsonschema.Draft7Validator)
+        for error in validator_class(contract.schema).iter_errors(values):
+            where = ".".join(map(str, error.absolute_path))
+            problems.append(f"{contract.name}: values.schema.json: {where}: {error.message}")
+    return problems
+
+
+def helm_sources(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], list[str]]]:
+    """(application name, chart source, value files) of every Helm-based Application."""
+    found = []
+    for obj in objects:
+        if obj.get("kind") != "Application":
+            continue
+        for source in obj["spec"].get("sources", []):
+            if "chart" in source:
+                found.append((obj["metadata"]["name"], source,
+                              source.get("helm", {}).get("valueFiles", [])))
+    return found
+
+
+def catalog_chart(source: dict[str, Any]) -> str:
+    """The upstream folder of the chart an Application pins; it must be in the catalog."""
+    for chart in CHARTS.values():
+        if (chart.repo, chart.chart, chart.version) == (
+            source["repoURL"], source["chart"], source["targetRevision"]
+        ):
+            return chart.upstream
+    raise AssertionError(f"chart {source} is not one of the pinned catalog charts")
+
+
+def values_file(tree: Path, gitops_path: str, reference: str) -> Path:
+    """Resolve `$values/<gitops path>/...` to the file in the rendered tree."""
+    prefix = f"$values/{gitops_path.rstrip('/')}/"
+    assert reference.startswith(prefix), f"{reference} does not point into {prefix}"
+    path = tree / reference[len(prefix):]
+    assert path.is_file(), f"{reference} names a file the render did not write ({path})"
+    return path
+
+
+def identity(doc: dict[str, Any]) -> tuple[str, str, str, str]:
+    meta = doc.get("metadata", {})
+    return (doc["apiVersion"], doc["kind"], meta.get("namespace", ""), meta["name"])
+
+
+def emitted_documents(*folders: Path) -> dict[tuple[str, str, str, str], dict[str, Any]]:
+    """Every object meshctl wrote under the folders (values files aside), by identity."""
+    found = {}
+    paths = sorted(p for folder in folders for p in folder.rglob("*.yaml"))
+    for path in paths:
+        if path.name == "kustomization.yaml" or path.parent.name == "values":
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and "kind" in doc:
+                found[identity(doc)] = doc
+    return found

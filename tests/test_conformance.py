@@ -1,0 +1,153 @@
+"""Every rendered tree (the example and each valid case) against the real contracts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from ruamel.yaml import YAML
+
+import harness
+from conftest import Rendered, valid_specs
+
+SPECS = sorted(valid_specs())
+
+
+def _environments(rendered: Rendered) -> list[str]:
+    return rendered.result.environments
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_every_overlay_builds_and_every_object_is_valid(
+    name: str, rendered_trees: dict[str, Rendered]
+) -> None:
+    upstream = harness.upstream_dir()
+    rendered = rendered_trees[name]
+    problems = []
+    for env in _environments(rendered):
+        objects = harness.kustomize_build(rendered.tree / "overlays" / env)
+        assert objects, f"{env}: the overlay built nothing"
+        for obj in objects:
+            problems += [f"{env}: {p}" for p in harness.manifest_problems(upstream, obj)]
+    assert problems == []
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_every_values_file_fits_its_pinned_chart(
+    name: str, rendered_trees: dict[str, Rendered]
+) -> None:
+    upstream = harness.upstream_dir()
+    rendered = rendered_trees[name]
+    gitops_path = rendered.result.platform.spec.gitops.path
+    problems = []
+    checked = 0
+    for env in _environments(rendered):
+        objects = harness.kustomize_build(rendered.tree / "overlays" / env)
+        sources = harness.helm_sources(objects)
+        assert sources, f"{env}: no Helm-based Application"
+        for app, source, value_files in sources:
+            chart = harness.chart_contract(upstream, harness.catalog_chart(source))
+            assert value_files, f"{app} takes no values file"
+            for reference in value_files:
+                path = harness.values_file(rendered.tree, gitops_path, reference)
+                values = yaml.safe_load(path.read_text()) or {}
+                problems += [f"{env}/{app}: {p}" for p in harness.values_problems(chart, values)]
+                checked += 1
+    assert checked
+    assert problems == []
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_kustomize_output_is_what_meshctl_emitted(
+    name: str, rendered_trees: dict[str, Rendered]
+) -> None:
+    """kustomize re-serializes (YAML 1.2); a string like "off" must survive it."""
+    rendered = rendered_trees[name]
+    for env in _environments(rendered):
+        built = {harness.identity(o): o for o in
+                 harness.kustomize_build(rendered.tree / "overlays" / env)}
+        emitted = harness.emitted_documents(rendered.tree / "base",
+                                            rendered.tree / "overlays" / env)
+        assert built.keys() == emitted.keys()
+        for key, obj in built.items():
+            assert obj == emitted[key], f"{env}: {key} changed in kustomize's hands"
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_yaml_11_and_12_readers_see_the_same_data(
+    name: str, rendered_trees: dict[str, Rendered]
+) -> None:
+    """PyYAML reads as Helm and kubectl do (YAML 1.1); ruamel as kustomize (1.2)."""
+    reader12 = YAML(typ="safe", pure=True)
+    files = sorted(p for p in rendered_trees[name].tree.rglob("*.yaml"))
+    assert files
+    for path in files:
+        text = path.read_text()
+        as_11 = list(yaml.safe_load_all(text))
+        as_12 = list(reader12.load_all(text))
+        assert as_11 == as_12, f"{path} reads differently under YAML 1.1 and 1.2"
+
+
+def test_harness_catches_an_unknown_chart_key() -> None:
+    """The values check is not vacuous: a misspelt key and a wrong type are caught."""
+    upstream = harness.upstream_dir()
+    kong = harness.chart_contract(upstream, "kong")
+    assert harness.values_problems(kong, {"replicaCount": 2, "podLabels": {"a": "b"}}) == []
+    problems = harness.values_problems(kong, {"replicaCnt": 2, "admin": "off",
+                                              "proxy": {"tls": {"enabeld": True}}})
+    assert any("replicaCnt" in p for p in problems)
+    assert any("admin" in p and "map" in p for p in problems)
+    assert any("proxy.tls.enabeld" in p for p in problems)
+
+
+def test_harness_accepts_keys_the_chart_documents_in_comments() -> None:
+    upstream = harness.upstream_dir()
+    kong = harness.chart_contract(upstream, "kong")
+    documented = {"podDisruptionBudget": {"enabled": True, "maxUnavailable": 1},
+                  "deployment": {"serviceAccount": {"name": "kong"}},
+                  "affinity": {}, "topologySpreadConstraints": []}
+    assert harness.values_problems(kong, documented) == []
+    # ... but only inside the right block: `name` is not documented under `proxy.http`.
+    assert harness.values_problems(kong, {"proxy": {"http": {"name": "x"}}})
+
+
+def test_harness_checks_kubernetes_typed_values() -> None:
+    """resources, affinity, ... are checked as the Kubernetes types they are."""
+    upstream = harness.upstream_dir()
+    istiod = harness.chart_contract(upstream, "istiod")
+    good = {"resources": {"requests": {"cpu": "1"}, "limits": {"memory": "1Gi"}}}
+    assert harness.values_problems(istiod, good) == []
+    bad = {"resources": {"limit": {"memory": "1Gi"}}, "nodeSelector": {"zone": 3}}
+    problems = harness.values_problems(istiod, bad)
+    assert any("resources" in p and "limit" in p for p in problems)
+    assert any("nodeSelector" in p for p in problems)
+
+
+def test_harness_checks_values_schema() -> None:
+    upstream = harness.upstream_dir()
+    gateway = harness.chart_contract(upstream, "gateway")
+    assert gateway.schema is not None
+    problems = harness.values_problems(gateway, {"kind": "StatefulSet"})
+    assert any("values.schema.json" in p for p in problems)
+
+
+def test_harness_rejects_unknown_kinds_and_invalid_objects() -> None:
+    upstream = harness.upstream_dir()
+    unknown = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
+    assert harness.manifest_problems(upstream, unknown)
+    bad_core = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}, "spex": {}}
+    assert harness.manifest_problems(upstream, bad_core)
+    bad_crd = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+               "metadata": {"name": "default"}, "spec": {"mtls": {"mode": "STRICTT"}}}
+    assert harness.manifest_problems(upstream, bad_crd)
+
+
+def test_overlays_build_from_a_copy_of_the_tree(example_tree: Rendered, tmp_path: Path) -> None:
+    """The tree is self-contained: no path points outside it."""
+    import shutil
+
+    copy = tmp_path / "elsewhere" / "rendered"
+    shutil.copytree(example_tree.tree, copy)
+    for env in example_tree.result.environments:
+        assert harness.kustomize_build(copy / "overlays" / env)
