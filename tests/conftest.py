@@ -56,13 +56,19 @@ class Run:
     stderr: str
 
 
-def meshctl(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            timeout: float = 60) -> Run:
+def meshctl(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> Run:
     """Run the real CLI in a subprocess (exit codes, streams and all)."""
     full_env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **(env or {})}
     result = subprocess.run(
-        [sys.executable, "-m", "meshctl", *args], cwd=cwd, env=full_env,
-        capture_output=True, text=True, timeout=timeout, check=False,
+        [sys.executable, "-m", "meshctl", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     return Run(result.returncode, result.stdout, result.stderr)
 

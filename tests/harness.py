@@ -51,10 +51,11 @@ STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 KUBERNETES_TYPED: dict[str, dict[str, Any]] = {
     "resources": {"$ref": "#/$defs/io.k8s.api.core.v1.ResourceRequirements"},
     "affinity": {"$ref": "#/$defs/io.k8s.api.core.v1.Affinity"},
-    "tolerations": {"type": "array",
-                    "items": {"$ref": "#/$defs/io.k8s.api.core.v1.Toleration"}},
+    "tolerations": {"type": "array", "items": {"$ref": "#/$defs/io.k8s.api.core.v1.Toleration"}},
     "topologySpreadConstraints": {
-        "type": "array", "items": {"$ref": "#/$defs/io.k8s.api.core.v1.TopologySpreadConstraint"}},
+        "type": "array",
+        "items": {"$ref": "#/$defs/io.k8s.api.core.v1.TopologySpreadConstraint"},
+    },
     "nodeSelector": STRING_MAP,
     "podAnnotations": STRING_MAP,
     "podLabels": STRING_MAP,
@@ -77,8 +78,10 @@ def kubernetes_type_problems(key: str, value: Any) -> list[str]:
 
     schema = {**KUBERNETES_TYPED[key], "$defs": _kubernetes_definitions()}
     validator = jsonschema.Draft202012Validator(schema)
-    return [f"{'.'.join(map(str, e.absolute_path)) or '(value)'}: {e.message}"
-            for e in validator.iter_errors(value)]
+    return [
+        f"{'.'.join(map(str, e.absolute_path)) or '(value)'}: {e.message}"
+        for e in validator.iter_errors(value)
+    ]
 
 
 def _require(variable: str) -> bool:
@@ -90,8 +93,10 @@ def upstream_dir() -> Path:
     default = Path(__file__).resolve().parents[2] / "shared" / "upstream"
     path = Path(os.environ.get("MESHCTL_UPSTREAM_DIR", default))
     if not (path / "charts").is_dir() or not (path / "crds").is_dir():
-        message = (f"upstream reference data not found at {path} "
-                   "(set MESHCTL_UPSTREAM_DIR to shared/upstream)")
+        message = (
+            f"upstream reference data not found at {path} "
+            "(set MESHCTL_UPSTREAM_DIR to shared/upstream)"
+        )
         if _require("MESHCTL_REQUIRE_UPSTREAM"):
             pytest.fail(message)
         pytest.skip(message)
@@ -136,18 +141,24 @@ def manifest_problems(upstream: Path, obj: dict[str, Any]) -> list[str]:
     import kubernetes_validate
 
     api_version, kind = obj.get("apiVersion", ""), obj.get("kind", "")
-    name = f"{kind} {obj.get('metadata', {}).get('namespace', '')}/" \
-           f"{obj.get('metadata', {}).get('name', '')}"
+    name = (
+        f"{kind} {obj.get('metadata', {}).get('namespace', '')}/"
+        f"{obj.get('metadata', {}).get('name', '')}"
+    )
     group, _, version = api_version.rpartition("/")
     validator = _crd_validator(upstream, group, kind, version) if group else None
     if validator is not None:
-        return [f"{name}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
-                for e in validator.iter_errors(obj)]
+        return [
+            f"{name}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in validator.iter_errors(obj)
+        ]
     try:
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
     except kubernetes_validate.SchemaNotFoundError:
-        return [f"{name}: no schema for {api_version} {kind} (neither a Kubernetes kind nor a "
-                "CRD in the upstream data)"]
+        return [
+            f"{name}: no schema for {api_version} {kind} (neither a Kubernetes kind nor a "
+            "CRD in the upstream data)"
+        ]
     except kubernetes_validate.ValidationError as exc:
         return [f"{name}: {exc.message if hasattr(exc, 'message') else str(exc).splitlines()[0]}"]
     return []
@@ -190,8 +201,11 @@ def _documented(contract: ChartContract, parent: tuple[str, ...], key: str) -> b
     if doc_path not in contract.document.key_positions:
         return False
     start = contract.document.key_positions[doc_path][0]
-    later = [line for p, (line, _) in contract.document.key_positions.items()
-             if line > start and p[: len(doc_path)] != doc_path]
+    later = [
+        line
+        for p, (line, _) in contract.document.key_positions.items()
+        if line > start and p[: len(doc_path)] != doc_path
+    ]
     end = min(later, default=len(contract.lines) + 1)
     return any(pattern.match(line) for line in contract.lines[start : end - 1])
 
@@ -208,23 +222,30 @@ def values_problems(contract: ChartContract, values: dict[str, Any]) -> list[str
             dotted = ".".join(here)
             if key not in theirs:
                 if not _documented(contract, path, key):
-                    problems.append(f"{contract.name}: {dotted}: not a key of the chart "
-                                    "(neither in its defaults nor documented in values.yaml)")
+                    problems.append(
+                        f"{contract.name}: {dotted}: not a key of the chart "
+                        "(neither in its defaults nor documented in values.yaml)"
+                    )
                 elif key in KUBERNETES_TYPED:
-                    problems.extend(f"{contract.name}: {dotted}: {p}"
-                                    for p in kubernetes_type_problems(key, value))
+                    problems.extend(
+                        f"{contract.name}: {dotted}: {p}"
+                        for p in kubernetes_type_problems(key, value)
+                    )
                 continue
             default = theirs[key]
             if key in KUBERNETES_TYPED:
-                problems.extend(f"{contract.name}: {dotted}: {p}"
-                                for p in kubernetes_type_problems(key, value))
+                problems.extend(
+                    f"{contract.name}: {dotted}: {p}" for p in kubernetes_type_problems(key, value)
+                )
                 continue
             if isinstance(value, dict):
                 if default is None or default == {} or here in pass_through:
                     continue  # free-form map, or one the chart passes through
                 if not isinstance(default, dict):
-                    problems.append(f"{contract.name}: {dotted}: the chart expects "
-                                    f"{type(default).__name__}, not a map")
+                    problems.append(
+                        f"{contract.name}: {dotted}: the chart expects "
+                        f"{type(default).__name__}, not a map"
+                    )
                     continue
                 walk(value, default, here)
             elif isinstance(default, dict) and default:
@@ -235,7 +256,8 @@ def values_problems(contract: ChartContract, values: dict[str, Any]) -> list[str
         import jsonschema
 
         validator_class = jsonschema.validators.validator_for(
-            contract.schema, default=jsonschema.Draft7Validator)
+            contract.schema, default=jsonschema.Draft7Validator
+        )
         for error in validator_class(contract.schema).iter_errors(values):
             where = ".".join(map(str, error.absolute_path))
             problems.append(f"{contract.name}: values.schema.json: {where}: {error.message}")
@@ -250,8 +272,9 @@ def helm_sources(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any
             continue
         for source in obj["spec"].get("sources", []):
             if "chart" in source:
-                found.append((obj["metadata"]["name"], source,
-                              source.get("helm", {}).get("valueFiles", [])))
+                found.append(
+                    (obj["metadata"]["name"], source, source.get("helm", {}).get("valueFiles", []))
+                )
     return found
 
 
@@ -259,7 +282,9 @@ def catalog_chart(source: dict[str, Any]) -> str:
     """The upstream folder of the chart an Application pins; it must be in the catalog."""
     for chart in CHARTS.values():
         if (chart.repo, chart.chart, chart.version) == (
-            source["repoURL"], source["chart"], source["targetRevision"]
+            source["repoURL"],
+            source["chart"],
+            source["targetRevision"],
         ):
             return chart.upstream
     raise AssertionError(f"chart {source} is not one of the pinned catalog charts")
@@ -269,7 +294,7 @@ def values_file(tree: Path, gitops_path: str, reference: str) -> Path:
     """Resolve `$values/<gitops path>/...` to the file in the rendered tree."""
     prefix = f"$values/{gitops_path.rstrip('/')}/"
     assert reference.startswith(prefix), f"{reference} does not point into {prefix}"
-    path = tree / reference[len(prefix):]
+    path = tree / reference[len(prefix) :]
     assert path.is_file(), f"{reference} names a file the render did not write ({path})"
     return path
 

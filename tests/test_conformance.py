@@ -65,10 +65,13 @@ def test_kustomize_output_is_what_meshctl_emitted(
     """kustomize re-serializes (YAML 1.2); a string like "off" must survive it."""
     rendered = rendered_trees[name]
     for env in _environments(rendered):
-        built = {harness.identity(o): o for o in
-                 harness.kustomize_build(rendered.tree / "overlays" / env)}
-        emitted = harness.emitted_documents(rendered.tree / "base",
-                                            rendered.tree / "overlays" / env)
+        built = {
+            harness.identity(o): o
+            for o in harness.kustomize_build(rendered.tree / "overlays" / env)
+        }
+        emitted = harness.emitted_documents(
+            rendered.tree / "base", rendered.tree / "overlays" / env
+        )
         assert built.keys() == emitted.keys()
         for key, obj in built.items():
             assert obj == emitted[key], f"{env}: {key} changed in kustomize's hands"
@@ -94,8 +97,9 @@ def test_harness_catches_an_unknown_chart_key() -> None:
     upstream = harness.upstream_dir()
     kong = harness.chart_contract(upstream, "kong")
     assert harness.values_problems(kong, {"replicaCount": 2, "podLabels": {"a": "b"}}) == []
-    problems = harness.values_problems(kong, {"replicaCnt": 2, "admin": "off",
-                                              "proxy": {"tls": {"enabeld": True}}})
+    problems = harness.values_problems(
+        kong, {"replicaCnt": 2, "admin": "off", "proxy": {"tls": {"enabeld": True}}}
+    )
     assert any("replicaCnt" in p for p in problems)
     assert any("admin" in p and "map" in p for p in problems)
     assert any("proxy.tls.enabeld" in p for p in problems)
@@ -104,9 +108,12 @@ def test_harness_catches_an_unknown_chart_key() -> None:
 def test_harness_accepts_keys_the_chart_documents_in_comments() -> None:
     upstream = harness.upstream_dir()
     kong = harness.chart_contract(upstream, "kong")
-    documented = {"podDisruptionBudget": {"enabled": True, "maxUnavailable": 1},
-                  "deployment": {"serviceAccount": {"name": "kong"}},
-                  "affinity": {}, "topologySpreadConstraints": []}
+    documented = {
+        "podDisruptionBudget": {"enabled": True, "maxUnavailable": 1},
+        "deployment": {"serviceAccount": {"name": "kong"}},
+        "affinity": {},
+        "topologySpreadConstraints": [],
+    }
     assert harness.values_problems(kong, documented) == []
     # ... but only inside the right block: `name` is not documented under `proxy.http`.
     assert harness.values_problems(kong, {"proxy": {"http": {"name": "x"}}})
@@ -138,8 +145,12 @@ def test_harness_rejects_unknown_kinds_and_invalid_objects() -> None:
     assert harness.manifest_problems(upstream, unknown)
     bad_core = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}, "spex": {}}
     assert harness.manifest_problems(upstream, bad_core)
-    bad_crd = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
-               "metadata": {"name": "default"}, "spec": {"mtls": {"mode": "STRICTT"}}}
+    bad_crd = {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "PeerAuthentication",
+        "metadata": {"name": "default"},
+        "spec": {"mtls": {"mode": "STRICTT"}},
+    }
     assert harness.manifest_problems(upstream, bad_crd)
 
 

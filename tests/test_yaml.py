@@ -1,0 +1,193 @@
+"""The one YAML module: reading specs with positions, writing output every reader agrees on."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from ruamel.yaml import YAML
+
+from meshctl import yamlio
+from meshctl.templating import yaml_scalar
+
+# Strings that some YAML reader takes for something else when left unquoted.
+AMBIGUOUS = [
+    "off",
+    "on",
+    "yes",
+    "no",
+    "y",
+    "n",
+    "Y",
+    "N",
+    "true",
+    "False",
+    "NULL",
+    "~",
+    "null",
+    "12:30",
+    "0o12",
+    "0x1F",
+    "0b101",
+    "1e3",
+    "1E-3",
+    "-.5",
+    ".5",
+    "+1",
+    "1_000",
+    "08",
+    "0777",
+    ".inf",
+    "-.Inf",
+    ".nan",
+    "2024-01-01",
+    "=",
+    "<<",
+    "1.",
+    "3.14",
+    "-0",
+]
+
+
+def _both(text: str) -> tuple[object, object]:
+    return yaml.safe_load(text), YAML(typ="safe", pure=True).load(text)
+
+
+@pytest.mark.parametrize("value", AMBIGUOUS)
+def test_ambiguous_strings_are_quoted_for_yaml_11_and_12_readers(value: str) -> None:
+    text = yamlio.dump({"key": value, value: "as a key"})
+    as_11, as_12 = _both(text)
+    assert as_11 == {"key": value, value: "as a key"}
+    assert as_12 == as_11
+
+
+def test_kong_database_off_stays_a_string() -> None:
+    text = yamlio.dump({"env": {"database": "off"}})
+    assert "database: 'off'" in text
+    assert yaml.safe_load(text)["env"]["database"] == "off"
+
+
+def test_output_is_canonical() -> None:
+    first = yamlio.dump({"b": 1, "a": {"d": [3, 2], "c": None}}, header="generated")
+    second = yamlio.dump({"a": {"c": None, "d": [3, 2]}, "b": 1}, header="generated")
+    assert first == second == "# generated\na:\n  c: null\n  d:\n  - 3\n  - 2\nb: 1\n"
+
+
+def test_multiline_strings_use_literal_blocks_and_survive() -> None:
+    value = "line one\nline: two\n  indented\n"
+    text = yamlio.dump({"script": value})
+    assert "script: |" in text
+    assert _both(text) == ({"script": value}, {"script": value})
+
+
+def test_long_strings_are_not_folded() -> None:
+    value = "x" * 500 + " " + "y" * 500
+    text = yamlio.dump({"k": value})
+    assert text.count("\n") == 1
+
+
+def test_documents_are_separated() -> None:
+    text = yamlio.dump_documents([{"a": 1}, {"b": 2}], header="h")
+    assert text.startswith("# h\n---\n")
+    assert list(yaml.safe_load_all(text)) == [{"a": 1}, {"b": 2}]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "plain",
+        "with \"quotes\" and 'single'",
+        "key: value",
+        "--- doc",
+        "# not a comment",
+        "{flow: map}",
+        "[a, b]",
+        "&anchor *alias !tag",
+        "Z\u00fcrich \u2013 \u6771\u4eac \U0001f680",
+        "tab\there",
+        "nel\x85line",
+        "ls\u2028ps\u2029",
+        "off",
+        "1e3",
+        42,
+        1.5,
+        True,
+        None,
+        ["a", {"b": "c"}],
+        {"k": "v: w"},
+    ],
+)
+def test_template_interpolation_is_one_safe_yaml_node(value: object) -> None:
+    """finalize emits any value as exactly one node that reads back as itself."""
+    text = f"a: {yaml_scalar(value)}\nb: after\n"
+    as_11, as_12 = _both(text)
+    assert as_11 == {"a": value, "b": "after"}
+    assert as_12 == as_11
+
+
+def test_template_interpolation_refuses_what_it_cannot_emit() -> None:
+    with pytest.raises(TypeError):
+        yaml_scalar(float("nan"))
+    with pytest.raises(TypeError):
+        yaml_scalar(object())
+
+
+# -- reading -------------------------------------------------------------------
+
+
+def test_positions_of_values_and_keys() -> None:
+    doc = yamlio.parse_document("a:\n  b: [1, {c: x}]\n  d: 'y'\n")
+    assert doc.data == {"a": {"b": [1, {"c": "x"}], "d": "y"}}
+    assert doc.mark(("a", "b", 1, "c")) == (2, 14)
+    assert doc.key_mark(("a", "d")) == (3, 3)
+    assert doc.mark(("a", "d")) == (3, 6)
+    assert doc.mark(("a", "missing", "deeper")) == (2, 3)  # nearest known ancestor
+
+
+def test_yaml_12_scalars() -> None:
+    doc = yamlio.parse_document(
+        "a: off\nb: yes\nc: 0o17\nd: 1e3\ne: 2024-01-01\nf: ~\ng: 0x10\nh: true\ni: '5'\n"
+    )
+    assert doc.data == {
+        "a": "off",
+        "b": "yes",
+        "c": 15,
+        "d": 1000.0,
+        "e": "2024-01-01",
+        "f": None,
+        "g": 16,
+        "h": True,
+        "i": "5",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column", "fragment"),
+    [
+        ("a: 1\na: 2\n", 2, 1, "duplicate key 'a' (first defined at line 1, column 1)"),
+        ("a:\n\tb: 1\n", 2, 1, "'\\t'"),
+        ("a: [1, 2\n", 2, 1, "invalid YAML"),
+        ("a: !!python/object:os.system x\n", 1, 4, "unsupported YAML tag"),
+        ("base: &b {x: 1}\nc:\n  <<: *b\n", 3, 3, "merge keys"),
+        ("a: " + "[" * 100 + "]" * 100 + "\n", 1, 67, "nesting is deeper than 64 levels"),
+        ("- " * 20000 + "x\n", 1, 129, "nesting is deeper than 64 levels"),
+    ],
+)
+def test_reading_errors_are_located(text: str, line: int, column: int, fragment: str) -> None:
+    with pytest.raises(yamlio.YamlSyntaxError) as info:
+        yamlio.parse_document(text)
+    assert (info.value.line, info.value.column) == (line, column)
+    assert fragment in info.value.message
+
+
+def test_alias_bomb_is_refused_before_it_expands() -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    with pytest.raises(yamlio.YamlSyntaxError) as info:
+        yamlio.parse_document("\n".join(lines) + "\n")
+    assert "expands to more than" in info.value.message
+    assert info.value.line > 1
+
+
+def test_a_few_aliases_are_fine() -> None:
+    doc = yamlio.parse_document("a: &r {cpu: 1}\nb: *r\n")
+    assert doc.data == {"a": {"cpu": 1}, "b": {"cpu": 1}}
