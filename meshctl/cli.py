@@ -257,13 +257,29 @@ def profiles_diff(
     reporters.settings_diff(reporters.console(), first, second, rows)
 
 
+class SchemaFormat(StrEnum):
+    json = "json"
+    markdown = "markdown"
+
+
 @app.command()
 def schema(
     profile: Annotated[
         bool, typer.Option("--profile", help="Print the schema of profile files instead.")
     ] = False,
+    format: Annotated[
+        SchemaFormat,
+        typer.Option("--format", help="json: the JSON Schema; markdown: the spec reference."),
+    ] = SchemaFormat.json,
 ) -> None:
-    """Print the JSON Schema of platform.yaml (for editors and CI)."""
+    """Print the JSON Schema of platform.yaml (for editors and CI), or its reference."""
+    if format is SchemaFormat.markdown:
+        if profile:
+            raise UsageError("--format markdown documents platform.yaml only")
+        from meshctl.reference import markdown
+
+        sys.stdout.write(markdown())
+        return
     from meshctl.schema import schema_text
 
     sys.stdout.write(schema_text("profile.schema.json" if profile else "platform.schema.json"))
@@ -310,7 +326,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
             import traceback
 
             traceback.print_exc()
-        _fail(exc.exit_code, f"meshctl: {exc}")
+        kind = "internal error: " if exc.exit_code == EXIT_INTERNAL else ""
+        _fail(exc.exit_code, f"meshctl: {kind}{exc}")
     except KeyboardInterrupt:
         _fail(EXIT_INTERRUPTED, "meshctl: interrupted")
     except BrokenPipeError:

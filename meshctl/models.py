@@ -382,9 +382,9 @@ LAYERED_SECTIONS = tuple((info.alias or name) for name, info in Settings.model_f
 LAYER_MARKER = "x-meshctl-layer"
 
 
-def _layer(section: str) -> Any:
+def _layer(section: str, description: str) -> Any:
     """A field that holds a layer of a settings section (meshctl.schema resolves it)."""
-    return WithJsonSchema({LAYER_MARKER: section})
+    return WithJsonSchema({LAYER_MARKER: section, "description": description})
 
 
 class Metadata(Model):
@@ -415,8 +415,10 @@ class GitOps(Model):
 class Cluster(Model):
     """Argo CD destination: an API server URL or a cluster name known to Argo CD."""
 
-    server: Annotated[str, StringConstraints(pattern=r"^https://[^\s]+$")] | None = None
-    name: DnsLabel | None = None
+    server: Annotated[str, StringConstraints(pattern=r"^https://[^\s]+$")] | None = Field(
+        None, description="API server URL, e.g. https://kubernetes.default.svc."
+    )
+    name: DnsLabel | None = Field(None, description="Name of a cluster registered in Argo CD.")
 
     @model_validator(mode="after")
     def _one_of(self) -> Cluster:
@@ -441,9 +443,10 @@ class Environment(Model):
         default_factory=lambda: Cluster(server="https://kubernetes.default.svc"),
         description="Where Argo CD deploys this environment.",
     )
-    overrides: Annotated[dict[str, Any], _layer("SettingsLayer")] = Field(
-        default_factory=dict, description="Settings for this environment only."
-    )
+    overrides: Annotated[
+        dict[str, Any],
+        _layer("SettingsLayer", "Settings for this environment only; the top layer."),
+    ] = Field(default_factory=dict)
     waivers: list[Waiver] = Field(
         default_factory=list, description="Production policies this environment may break."
     )
@@ -517,9 +520,16 @@ class PlatformSpec(Model):
     domain: Hostname | None = Field(None, description="Base DNS domain of the platform.")
     gitops: GitOps
     environments: dict[DnsLabel, Environment] = Field(min_length=1)
-    gateway: Annotated[dict[str, Any] | None, _layer("GatewayLayer")] = None
-    mesh: Annotated[dict[str, Any] | None, _layer("MeshLayer")] = None
-    resilience: Annotated[dict[str, Any] | None, _layer("ResilienceLayer")] = None
+    gateway: Annotated[
+        dict[str, Any] | None, _layer("GatewayLayer", "Kong Gateway, for every environment.")
+    ] = None
+    mesh: Annotated[
+        dict[str, Any] | None, _layer("MeshLayer", "Istio, for every environment.")
+    ] = None
+    resilience: Annotated[
+        dict[str, Any] | None,
+        _layer("ResilienceLayer", "Disruption budgets and spreading, for every environment."),
+    ] = None
     services: list[Service] = Field(default_factory=list)
 
 
@@ -541,4 +551,6 @@ class ProfileDocument(Model):
     production: bool | None = Field(
         None, description="Production policies apply (inherited when unset)."
     )
-    settings: Annotated[dict[str, Any], _layer("SettingsLayer")] = Field(default_factory=dict)
+    settings: Annotated[
+        dict[str, Any], _layer("SettingsLayer", "The profile's settings layer.")
+    ] = Field(default_factory=dict)

@@ -79,7 +79,8 @@ def _tidy(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     if models.LAYER_MARKER in node:
-        return {"$ref": f"#/$defs/{node[models.LAYER_MARKER]}"}
+        rest = {k: v for k, v in node.items() if k != models.LAYER_MARKER}
+        return {"$ref": f"#/$defs/{node[models.LAYER_MARKER]}", **rest}
     node = {key: _tidy(value) for key, value in node.items()}
     patterns = node.get("patternProperties")
     if isinstance(patterns, dict) and len(patterns) == 1:
