@@ -144,18 +144,16 @@ def render(
     from meshctl import pipeline, reporters
 
     result = pipeline.render(spec, output, env, check_only=check, display_name=str(spec))
-    out = reporters.console()
     if check:
         assert result.differences is not None
         if result.differences:
-            reporters.differences(out, str(output), result.differences)
+            reporters.differences(reporters.console(), str(output), result.differences)
             raise typer.Exit(EXIT_INVALID)
         print(f"{output} is up to date")
         return
     assert result.plan is not None
     plan = result.plan
     reporters.render_summary(
-        out,
         str(output),
         result.environments,
         written=len(plan.changed) + len(plan.added),

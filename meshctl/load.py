@@ -34,8 +34,10 @@ class Source:
         return Location(self.name, line, column)
 
 
-def read_source(path: Path, display_name: str | None = None) -> Source:
-    """Load a YAML file; a missing or unreadable file is a usage error (exit 2)."""
+def read_source(path: Path, display_name: str | None = None, *, trusted: bool = False) -> Source:
+    """Load a YAML file; a missing or unreadable file is a usage error (exit 2).
+
+    ``trusted`` is for meshctl's own data files (see yamlio.parse_document)."""
     name = display_name or str(path)
     try:
         size = path.stat().st_size
@@ -56,13 +58,13 @@ def read_source(path: Path, display_name: str | None = None) -> Source:
         raise UsageError(f"{name}: permission denied") from exc
     except OSError as exc:
         raise UsageError(f"{name}: cannot read: {exc.strerror or exc}") from exc
-    return parse_source(raw, name)
+    return parse_source(raw, name, trusted=trusted)
 
 
-def parse_source(raw: bytes, name: str) -> Source:
+def parse_source(raw: bytes, name: str, *, trusted: bool = False) -> Source:
     text = _decode(raw, name)
     try:
-        document = yamlio.parse_document(text)
+        document = yamlio.parse_document(text, trusted=trusted)
     except yamlio.YamlSyntaxError as exc:
         raise _fail(name, exc.line, exc.column, exc.message) from exc
     return Source(name, document)

@@ -523,9 +523,9 @@ class PlatformSpec(Model):
     gateway: Annotated[
         dict[str, Any] | None, _layer("GatewayLayer", "Kong Gateway, for every environment.")
     ] = None
-    mesh: Annotated[
-        dict[str, Any] | None, _layer("MeshLayer", "Istio, for every environment.")
-    ] = None
+    mesh: Annotated[dict[str, Any] | None, _layer("MeshLayer", "Istio, for every environment.")] = (
+        None
+    )
     resilience: Annotated[
         dict[str, Any] | None,
         _layer("ResilienceLayer", "Disruption budgets and spreading, for every environment."),

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meshctl import schema
 from meshctl.errors import Problem, SpecError
 from meshctl.load import Source, read_source
 from meshctl.resources import profiles_dir
@@ -97,12 +96,12 @@ def _add(
     builtin: bool,
 ) -> None:
     try:
-        source = read_source(path, name)
+        source = read_source(path, name, trusted=builtin)
     except SpecError as exc:
         problems.extend(exc.problems)
         broken.add(path.stem)
         return
-    found = schema_problems(source, schema.profile_schema())
+    found = schema_problems(source, "profile.schema.json")
     if found:
         problems.extend(found)
         broken.add(path.stem)

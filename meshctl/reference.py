@@ -50,8 +50,13 @@ def _anchor(name: str) -> str:
 
 def _constraints(prop: dict[str, Any]) -> str:
     parts = []
-    for key, label in (("minimum", ">="), ("maximum", "<="), ("minLength", "length >="),
-                       ("maxLength", "length <="), ("minItems", "items >=")):
+    for key, label in (
+        ("minimum", ">="),
+        ("maximum", "<="),
+        ("minLength", "length >="),
+        ("maxLength", "length <="),
+        ("minItems", "items >="),
+    ):
         if key in prop:
             parts.append(f"{label} {prop[key]}")
     if "default" in prop and prop["default"] not in (None, [], {}):
@@ -106,6 +111,8 @@ def _table(definition: dict[str, Any]) -> list[str]:
         description = prop.get("description", "")
         extra = _constraints(prop)
         text = f"{description} ({extra})" if description and extra else description or extra
-        lines.append(f"| `{key}` | {_cell(_type(prop))} | {'yes' if key in required else ''} "
-                     f"| {_cell(text)} |")
+        lines.append(
+            f"| `{key}` | {_cell(_type(prop))} | {'yes' if key in required else ''} "
+            f"| {_cell(text)} |"
+        )
     return [*lines, ""]

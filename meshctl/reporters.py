@@ -7,11 +7,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
-
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any, TextIO
 
 from meshctl import yamlio
 from meshctl.errors import Differences, Problem
@@ -19,10 +15,17 @@ from meshctl.expand import REMOVED
 from meshctl.explain import MISSING, Explanation
 from meshctl.paths import format_path
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 JSON_REPORT_VERSION = 1
 
 
 def console(stream: TextIO | None = None) -> Console:
+    # rich is imported only when something is printed with it: the success path
+    # of `render` prints one plain line and should not pay for it.
+    from rich.console import Console
+
     # highlight=False: never colour numbers or paths inside user text.
     return Console(file=stream or sys.stdout, highlight=False, soft_wrap=True)
 
@@ -39,6 +42,8 @@ def _plural(count: int, word: str) -> str:
 
 
 def problems_text(out: Console, problems: Sequence[Problem]) -> None:
+    from rich.text import Text
+
     for problem in problems:
         line = Text()
         line.append(str(problem.location), style="bold")
@@ -96,19 +101,21 @@ def problems_github(problems: Sequence[Problem]) -> str:
 
 
 def render_summary(
-    out: Console, directory: str, environments: list[str], *, written: int, removed: int, total: int
+    directory: str, environments: list[str], *, written: int, removed: int, total: int
 ) -> None:
     envs = ", ".join(environments)
     if not written and not removed:
-        out.print(f"{directory} is up to date ({_plural(total, 'file')}; {envs})")
+        print(f"{directory} is up to date ({_plural(total, 'file')}; {envs})")
         return
-    out.print(
+    print(
         f"rendered {envs} into {directory}: {written} written, {removed} removed, "
         f"{total - written} unchanged"
     )
 
 
 def differences(out: Console, directory: str, diff: Differences) -> None:
+    from rich.text import Text
+
     out.print(Text(f"{directory} is out of date; run `meshctl render`:", style="red"))
     for label, paths, style in (
         ("changed", diff.changed, "yellow"),
@@ -131,6 +138,8 @@ def _value(value: Any) -> str:
 
 
 def explanation(out: Console, item: Explanation) -> None:
+    from rich.text import Text
+
     title = Text()
     title.append(format_path(item.path), style="bold")
     title.append(f"  (environment {item.environment})")
@@ -160,6 +169,9 @@ def explanation(out: Console, item: Explanation) -> None:
 
 
 def profile_table(out: Console, rows: list[dict[str, str]]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("name", "extends", "production", "origin", "description"):
         table.add_column(column)
@@ -171,6 +183,9 @@ def profile_table(out: Console, rows: list[dict[str, str]]) -> None:
 
 
 def settings_diff(out: Console, a: str, b: str, rows: list[tuple[str, Any, Any]]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     if not rows:
         out.print(f"profiles {a} and {b} have the same settings")
         return

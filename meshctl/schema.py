@@ -122,6 +122,15 @@ def profile_schema() -> dict[str, Any]:
     return _document_schema(models.ProfileDocument, "profile.schema.json")
 
 
+@cache
+def published(name: str) -> dict[str, Any]:
+    """A committed schema, as validation uses it at run time (a test keeps the
+    committed files equal to what the models generate)."""
+    from meshctl.resources import schemas_dir
+
+    return json.loads((schemas_dir() / name).read_text())  # type: ignore[no-any-return]
+
+
 SCHEMAS = {
     "platform.schema.json": platform_schema,
     "profile.schema.json": profile_schema,

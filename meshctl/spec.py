@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meshctl import models, policy, schema
+from meshctl import models, policy
 from meshctl.errors import Location, Problem, SpecError, UsageError
 from meshctl.expand import REMOVED, Expansion, Layer, expand
 from meshctl.load import Source, read_source
@@ -70,7 +70,7 @@ def load_platform(path: Path, display_name: str | None = None) -> Platform:
                 )
             ]
         )
-    problems = schema_problems(source, schema.platform_schema())
+    problems = schema_problems(source, "platform.schema.json")
     problems += reference_problems(source)
     try:
         profiles = load_profiles(path.parent)

@@ -47,20 +47,22 @@ _YAML_TYPES = {
 
 
 @cache
-def _validator(schema_json: str) -> jsonschema.protocols.Validator:
+def _validator(schema_name: str) -> jsonschema.protocols.Validator:
     import jsonschema
 
-    schema = json.loads(schema_json)
+    from meshctl.schema import published
+
+    schema = published(schema_name)
     cls = jsonschema.validators.validator_for(schema)
     return cls(schema)
 
 
-def schema_problems(source: Source, schema: dict[str, Any], base: Path = ()) -> list[Problem]:
-    """All JSON Schema problems of source.data (or of the value at base)."""
+def schema_problems(source: Source, schema_name: str, base: Path = ()) -> list[Problem]:
+    """All problems of source.data (or of the value at base) against a published schema."""
     data: Any = source.data
     for part in base:
         data = data[part]
-    validator = _validator(json.dumps(schema, sort_keys=True))
+    validator = _validator(schema_name)
     problems: list[Problem] = []
     for error in validator.iter_errors(data):
         problems.extend(_explain(source, error, base))

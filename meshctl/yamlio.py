@@ -180,28 +180,60 @@ def _yaml12() -> Any:
     return reader
 
 
-def parse_document(text: str) -> Document:
+class _Yaml12Loader(yaml.CSafeLoader):
+    """libyaml with the YAML 1.2 core schema's plain-scalar rules (`off` is a string)."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {}
+for _tag, _pattern, _first in (
+    (_BOOL, r"^(?:true|True|TRUE|false|False|FALSE)$", ["t", "T", "f", "F"]),
+    (_NULL, r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    (_INT, r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", list("-+0123456789")),
+    (
+        _FLOAT,
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        list("-+.0123456789"),
+    ),
+):
+    _Yaml12Loader.add_implicit_resolver(_tag, re.compile(_pattern), _first)
+
+
+def parse_document(text: str, *, trusted: bool = False) -> Document:
     """Parse one YAML 1.2 document into plain data with positions.
 
     Raises YamlSyntaxError (with a 1-based position) for anything that is not a
-    single document of maps, lists and plain scalars.
+    single document of maps, lists and plain scalars. Users' files are read
+    with ruamel.yaml, a YAML 1.2 parser; ``trusted`` files (meshctl's own
+    built-in profiles, read on every run) with libyaml under the same scalar
+    rules, about 30 times faster; a test proves both read them identically.
     """
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError
-
     _check_depth(text)
-    reader = _yaml12()
-    try:
-        node = reader.compose(io.StringIO(text))
-    except MarkedYAMLError as exc:
-        raise _syntax_error(exc) from exc
-    except YAMLError as exc:
-        raise YamlSyntaxError(f"invalid YAML: {exc}", 1, 1) from exc
+    node = _compose_trusted(text) if trusted else _compose(text)
     if node is None:
         return Document(data=None)
     _check_size(node)
     builder = _Builder()
     builder.doc.data = builder.build(node, (), 0)
     return builder.doc
+
+
+def _compose(text: str) -> Any:
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    try:
+        return _yaml12().compose(io.StringIO(text))
+    except MarkedYAMLError as exc:
+        raise _syntax_error(exc) from exc
+    except YAMLError as exc:
+        raise YamlSyntaxError(f"invalid YAML: {exc}", 1, 1) from exc
+
+
+def _compose_trusted(text: str) -> Any:
+    try:
+        return yaml.compose(text, Loader=_Yaml12Loader)
+    except yaml.MarkedYAMLError as exc:
+        raise _syntax_error(exc) from exc
 
 
 def _check_depth(text: str) -> None:

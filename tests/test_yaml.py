@@ -191,3 +191,22 @@ def test_alias_bomb_is_refused_before_it_expands() -> None:
 def test_a_few_aliases_are_fine() -> None:
     doc = yamlio.parse_document("a: &r {cpu: 1}\nb: *r\n")
     assert doc.data == {"a": {"cpu": 1}, "b": {"cpu": 1}}
+
+
+def test_trusted_reader_reads_the_built_in_profiles_like_ruamel() -> None:
+    """Built-in profiles are read with libyaml for speed; it must agree with ruamel."""
+    from meshctl.resources import profiles_dir
+
+    for path in sorted(profiles_dir().glob("*.yaml")):
+        text = path.read_text()
+        fast, exact = yamlio.parse_document(text, trusted=True), yamlio.parse_document(text)
+        assert fast.data == exact.data, path.name
+        assert fast.positions == exact.positions, path.name
+        assert fast.key_positions == exact.key_positions, path.name
+
+
+def test_trusted_reader_uses_yaml_12_scalars() -> None:
+    text = "a: off\nb: yes\nc: 0o17\nd: 1e3\nf: ~\ng: 0x10\nh: true\ni: '5'\nj: 1.5\nk: .inf\n"
+    doc = yamlio.parse_document(text, trusted=True)
+    assert doc.data == yamlio.parse_document(text).data
+    assert doc.data["a"] == "off" and doc.data["c"] == 15
