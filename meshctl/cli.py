@@ -126,7 +126,8 @@ def validate(
         print(reporters.problems_json([], str(spec)))
     elif format is Format.text:
         envs = ", ".join(platform.environments)
-        print(f"{spec} is valid: {len(platform.spec.services)} services, environments {envs}")
+        count = len(platform.spec.services)
+        print(f"{spec} is valid: {count} service{'' if count == 1 else 's'}, environments {envs}")
 
 
 @app.command()

@@ -12,10 +12,11 @@ from pathlib import Path
 
 from meshctl import yamlio
 from meshctl.errors import Location, Problem, SpecError, UsageError
+from meshctl.paths import format_path
 
-# A spec with 2,000 services is about 0.7 MB; anything past this is not a spec,
+# A spec with 2,000 services is about 0.5 MB; anything past this is not a spec,
 # and parsing it would take minutes instead of failing within a second.
-MAX_SOURCE_BYTES = 4 * 1024 * 1024
+MAX_SOURCE_BYTES = 2 * 1024 * 1024
 
 
 @dataclass
@@ -40,16 +41,20 @@ def read_source(path: Path, display_name: str | None = None, *, trusted: bool = 
     ``trusted`` is for meshctl's own data files (see yamlio.parse_document)."""
     name = display_name or str(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_SOURCE_BYTES:
+        # Read one byte past the limit rather than trusting stat(): devices and
+        # pipes (/dev/zero, <(...)) have no size.
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_SOURCE_BYTES + 1)
+        if len(raw) > MAX_SOURCE_BYTES:
+            size = path.stat().st_size
+            shown = f"{size / 1024 / 1024:.1f} MiB" if size > MAX_SOURCE_BYTES else "larger"
             raise _fail(
                 name,
                 1,
                 1,
-                f"the file is {size / 1024 / 1024:.1f} MiB; meshctl reads specs of at most "
+                f"the file is {shown}; meshctl reads specs of at most "
                 f"{MAX_SOURCE_BYTES // 1024 // 1024} MiB",
             )
-        raw = path.read_bytes()
     except FileNotFoundError as exc:
         raise UsageError(f"{name}: no such file") from exc
     except IsADirectoryError as exc:
@@ -66,7 +71,7 @@ def parse_source(raw: bytes, name: str, *, trusted: bool = False) -> Source:
     try:
         document = yamlio.parse_document(text, trusted=trusted)
     except yamlio.YamlSyntaxError as exc:
-        raise _fail(name, exc.line, exc.column, exc.message) from exc
+        raise _fail(name, exc.line, exc.column, exc.message, format_path(exc.path)) from exc
     return Source(name, document)
 
 
@@ -77,7 +82,8 @@ def _decode(raw: bytes, name: str) -> str:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        line_start = raw.rfind(b"\n", 0, exc.start) + 1
+        column = len(raw[line_start : exc.start].decode("utf-8", errors="replace")) + 1
         raise _fail(
             name, line, column, f"the file is not UTF-8 text (byte 0x{raw[exc.start]:02x})"
         ) from exc
@@ -89,5 +95,5 @@ def _decode(raw: bytes, name: str) -> str:
     return text
 
 
-def _fail(name: str, line: int, column: int, message: str) -> SpecError:
-    return SpecError([Problem(Location(name, line, column), "", message, rule="syntax")])
+def _fail(name: str, line: int, column: int, message: str, path: str = "") -> SpecError:
+    return SpecError([Problem(Location(name, line, column), path, message, rule="syntax")])

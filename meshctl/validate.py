@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Iterable, Iterator
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -31,8 +32,9 @@ PATTERN_HINTS = {
     models.MEMORY_PATTERN: "must be a memory quantity such as 512Mi or 4Gi",
     models.DURATION_PATTERN: "must be a duration such as 250ms, 10s or 5m",
     models.TEXT_PATTERN: "must be a single line without control characters",
-    models.PATH_PATTERN: "must be a URL path starting with '/', without '.' or '..' segments, "
-    "spaces or quotes",
+    models.PATH_PATTERN: "must be a URL path starting with '/': no '.' or '..' segments, no "
+    "spaces, double quotes, '?' or '#', and no encoded slash ('%2F')",
+    models.ANNOTATION_KEY_PATTERN: "must be a Kubernetes annotation key such as example.com/name",
 }
 
 _YAML_TYPES = {
@@ -150,8 +152,12 @@ def _explain(source: Source, error: jsonschema.ValidationError, base: Path) -> I
             got += f" {describe(instance)}"
         yield Problem(location, display, f"expected {wanted}, got {got}")
         return
-    if validator in ("enum", "const"):
-        options = rule if validator == "enum" else [rule]
+    if validator == "const" or (validator == "enum" and len(rule) == 1):
+        expected = rule if validator == "const" else rule[0]
+        yield Problem(location, display, f"expected {describe(expected)}, got {describe(instance)}")
+        return
+    if validator == "enum":
+        options = rule
         shown = ", ".join(describe(o) for o in options)
         hint = (
             suggestion(str(instance), [str(o) for o in options])
@@ -244,6 +250,7 @@ def pydantic_problems(
 # What the schema cannot say: references between services, reserved names.
 
 GATEWAY_PEER = "gateway"
+_DNS_LABEL = re.compile(models.DNS_LABEL_PATTERN)
 RESERVED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease", "default", "istio-system")
 
 
@@ -284,6 +291,8 @@ def reference_problems(source: Source) -> list[Problem]:
     known = sorted(by_name)
     for index, service in services:
         name = service.get("name")
+        # Consent between services only makes sense for a well-formed caller.
+        caller = name if isinstance(name, str) and _DNS_LABEL.match(name) else None
         for j, peer in _names(service.get("allowFrom")):
             if peer != GATEWAY_PEER and peer not in by_name:
                 add(
@@ -294,7 +303,7 @@ def reference_problems(source: Source) -> list[Problem]:
         for j, target in _names(service.get("uses")):
             if target not in by_name:
                 add(index, ("uses", j), f"unknown service '{target}'{suggestion(target, known)}")
-            elif name not in _names_set(by_name[target].get("allowFrom")):
+            elif caller and caller not in _names_set(by_name[target].get("allowFrom")):
                 add(
                     index,
                     ("uses", j),

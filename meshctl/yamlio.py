@@ -43,13 +43,15 @@ _KEEP_AS_STRING = {"tag:yaml.org,2002:timestamp"}
 
 
 class YamlSyntaxError(Exception):
-    """A document that is not YAML or not a YAML we accept; carries a position."""
+    """A document that is not YAML or not a YAML we accept; carries a position
+    (and, when the data was already being built, the path of the value)."""
 
-    def __init__(self, message: str, line: int, column: int) -> None:
+    def __init__(self, message: str, line: int, column: int, path: Path = ()) -> None:
         super().__init__(message)
         self.message = message
         self.line = line
         self.column = column
+        self.path = path
 
 
 @dataclass
@@ -84,9 +86,22 @@ def _mark_of(node: Any) -> Mark:
 
 
 def _syntax_error(exc: Exception) -> YamlSyntaxError:
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem_mark = getattr(exc, "problem_mark", None)
+    context_mark = getattr(exc, "context_mark", None)
+    mark = problem_mark or context_mark
     problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
     context = getattr(exc, "context", None)
+    if "'\\t'" in problem and "cannot start any token" in problem:
+        problem = "a tab character indents this line; YAML indentation must use spaces"
+        context = None
+    if (
+        context
+        and context.startswith("while ")
+        and context_mark is not None
+        and problem_mark is not None
+        and ((context_mark.line, context_mark.column) != (problem_mark.line, problem_mark.column))
+    ):
+        context += f" (started at line {context_mark.line + 1}, column {context_mark.column + 1})"
     message = f"{context}: {problem}" if context and problem else problem or "invalid YAML"
     message = message.replace("\t", "\\t")
     if mark is None:
@@ -94,7 +109,7 @@ def _syntax_error(exc: Exception) -> YamlSyntaxError:
     return YamlSyntaxError(f"invalid YAML: {message}", mark.line + 1, mark.column + 1)
 
 
-def _resolve_plain(tag: str, text: str, mark: Mark) -> Any:
+def _resolve_plain(tag: str, text: str, mark: Mark, path: Path) -> Any:
     if tag == _STR or tag in _KEEP_AS_STRING:
         return text
     if tag == _NULL:
@@ -119,7 +134,11 @@ def _resolve_plain(tag: str, text: str, mark: Mark) -> Any:
         if lowered.endswith(".inf"):
             return float("-inf") if lowered.startswith("-") else float("inf")
         return float(lowered)
-    raise YamlSyntaxError(f"unsupported YAML tag {tag!r}; plain values only", *mark)
+    raise YamlSyntaxError(f"unsupported YAML tag {tag!r}; plain values only", *mark, path)
+
+
+def _tag(node: Any) -> str:
+    return node.tag if isinstance(node.tag, str) else str(node.tag)
 
 
 class _Builder:
@@ -128,47 +147,60 @@ class _Builder:
     def __init__(self) -> None:
         self.doc = Document(data=None)
 
-    def build(self, node: Any, path: Path, depth: int) -> Any:
+    def build(self, node: Any, path: Path, depth: int, at: Mark | None = None) -> Any:
+        # `at`: where to report the value when the node has no text of its own
+        # (an empty value, whose node starts at the next token).
         mark = _mark_of(node)
+        if at is not None and node.id == "scalar" and node.value == "" and node.style is None:
+            mark = at
         if depth > MAX_DEPTH:
-            raise YamlSyntaxError(f"nesting is deeper than {MAX_DEPTH} levels", *mark)
+            raise YamlSyntaxError(f"nesting is deeper than {MAX_DEPTH} levels", *mark, path)
         self.doc.positions[path] = mark
         kind = node.id
+        tag = _tag(node)
         if kind == "scalar":
-            tag = node.tag if isinstance(node.tag, str) else str(node.tag)
-            if node.style is None:
-                return _resolve_plain(tag, node.value, mark)
-            if tag not in (_STR, "!"):
-                return _resolve_plain(tag, node.value, mark)
+            if node.style is None or tag not in (_STR, "!"):
+                return _resolve_plain(tag, node.value, mark, path)
             return node.value
         if kind == "sequence":
+            if tag != _SEQ:
+                raise YamlSyntaxError(
+                    f"unsupported YAML tag {tag!r}; plain lists only", *mark, path
+                )
             return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
         if kind == "mapping":
+            if tag != _MAP:
+                raise YamlSyntaxError(
+                    f"unsupported YAML tag {tag!r}; plain mappings only", *mark, path
+                )
             return self._mapping(node, path, depth)
-        raise YamlSyntaxError(f"unsupported YAML node {kind!r}", *mark)
+        raise YamlSyntaxError(f"unsupported YAML node {kind!r}", *mark, path)
 
     def _mapping(self, node: Any, path: Path, depth: int) -> dict[str, Any]:
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
             key_mark = _mark_of(key_node)
             if key_node.id != "scalar":
-                raise YamlSyntaxError("mapping keys must be plain strings", *key_mark)
+                raise YamlSyntaxError("mapping keys must be plain strings", *key_mark, path)
             key = key_node.value
-            tag = key_node.tag if isinstance(key_node.tag, str) else str(key_node.tag)
-            if tag == "tag:yaml.org,2002:merge":
+            if _tag(key_node) == "tag:yaml.org,2002:merge" or (
+                key == "<<" and key_node.style is None
+            ):
                 raise YamlSyntaxError(
                     "merge keys ('<<') are not supported; use profiles or overrides",
                     *key_mark,
+                    path,
                 )
             if key in result:
                 first = self.doc.key_positions[(*path, key)]
                 raise YamlSyntaxError(
                     f"duplicate key {key!r} (first defined at line {first[0]}, column {first[1]})",
                     *key_mark,
+                    (*path, key),
                 )
             self.doc.key_positions[(*path, key)] = key_mark
             result[key] = None  # reserve the slot so duplicates are seen in order
-            result[key] = self.build(value_node, (*path, key), depth + 1)
+            result[key] = self.build(value_node, (*path, key), depth + 1, at=key_mark)
         return result
 
 
@@ -185,7 +217,7 @@ class _Yaml12Loader(yaml.CSafeLoader):
 
 
 _Yaml12Loader.yaml_implicit_resolvers = {}
-for _tag, _pattern, _first in (
+for _scalar_tag, _pattern, _first in (
     (_BOOL, r"^(?:true|True|TRUE|false|False|FALSE)$", ["t", "T", "f", "F"]),
     (_NULL, r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
     (_INT, r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", list("-+0123456789")),
@@ -196,7 +228,7 @@ for _tag, _pattern, _first in (
         list("-+.0123456789"),
     ),
 ):
-    _Yaml12Loader.add_implicit_resolver(_tag, re.compile(_pattern), _first)
+    _Yaml12Loader.add_implicit_resolver(_scalar_tag, re.compile(_pattern), _first)
 
 
 def parse_document(text: str, *, trusted: bool = False) -> Document:
@@ -208,7 +240,7 @@ def parse_document(text: str, *, trusted: bool = False) -> Document:
     built-in profiles, read on every run) with libyaml under the same scalar
     rules, about 30 times faster; a test proves both read them identically.
     """
-    _check_depth(text)
+    _precheck(text)
     node = _compose_trusted(text) if trusted else _compose(text)
     if node is None:
         return Document(data=None)
@@ -219,10 +251,15 @@ def parse_document(text: str, *, trusted: bool = False) -> Document:
 
 
 def _compose(text: str) -> Any:
+    import warnings
+
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
     try:
-        return _yaml12().compose(io.StringIO(text))
+        with warnings.catch_warnings():
+            # Redefining an anchor is valid YAML; ruamel warns about it on stderr.
+            warnings.simplefilter("ignore")
+            return _yaml12().compose(io.StringIO(text))
     except MarkedYAMLError as exc:
         raise _syntax_error(exc) from exc
     except YAMLError as exc:
@@ -236,12 +273,21 @@ def _compose_trusted(text: str) -> Any:
         raise _syntax_error(exc) from exc
 
 
-def _check_depth(text: str) -> None:
-    """Refuse absurd nesting before the (recursive, and on deep flow collections
-    quadratic) pure-Python parser sees it; libyaml's event stream is cheap."""
+def _precheck(text: str) -> None:
+    """Refuse absurd nesting and absurd size before the pure-Python parser sees
+    the text (it is recursive, and slow on huge or deeply nested flow
+    collections); libyaml's event stream costs a few milliseconds."""
     depth = 0
+    values = 0
     try:
         for event in yaml.parse(text, Loader=yaml.CSafeLoader):
+            if isinstance(event, yaml.CollectionStartEvent | yaml.ScalarEvent):
+                values += 1
+                if values > MAX_NODES:
+                    line, column = _mark_of(event)
+                    raise YamlSyntaxError(
+                        f"the document has more than {MAX_NODES:,} values", line, column
+                    )
             if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
                 if depth > MAX_DEPTH:
@@ -252,12 +298,29 @@ def _check_depth(text: str) -> None:
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        if "nesting depth" in str(exc) and mark is not None:
+        if "nesting depth" in str(exc):
+            # libyaml gives up at 1,000 levels before emitting the event we
+            # would stop at; find the first bracket past our limit instead.
             raise YamlSyntaxError(
-                f"nesting is deeper than {MAX_DEPTH} levels", mark.line + 1, mark.column + 1
+                f"nesting is deeper than {MAX_DEPTH} levels", *_deep_bracket(text)
             ) from exc
         # Anything else is a syntax problem that ruamel reports in YAML 1.2 terms.
+
+
+def _deep_bracket(text: str) -> Mark:
+    depth = 0
+    line, column = 1, 0
+    for char in text:
+        column += 1
+        if char == "\n":
+            line, column = line + 1, 0
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return line, column
+        elif char in "]}":
+            depth -= 1
+    return 1, 1
 
 
 def _check_size(root: Any) -> None:

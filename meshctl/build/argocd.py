@@ -97,7 +97,7 @@ def build(ctx: BuildContext, releases: list[Release], namespaces: list[str]) -> 
         description=f"{description} ({env})",
         source_repos=sorted({gitops.repo_url, *(r.chart.repo for r in releases)}),
         destinations=destinations,
-        waivers=json.dumps(waivers, sort_keys=True) if waivers else "",
+        waivers=json.dumps(waivers, sort_keys=True, ensure_ascii=False) if waivers else "",
     )
     manifests = [Manifest(COMPONENT, "project", project_doc)]
     for app in apps:
