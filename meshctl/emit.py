@@ -33,17 +33,25 @@ def header(spec_name: str) -> str:
 def emit(builds: dict[str, EnvironmentBuild], selected: Iterable[str], spec_name: str) -> Files:
     """The files for base/ and the selected environments' overlays (no manifest)."""
     head = header(spec_name)
-    shared = _shared(builds)
+    # A manifest is shared when every environment has it, byte for byte.
+    keys = {env: [_key(m) for m in build.manifests] for env, build in builds.items()}
+    shared = set.intersection(*(set(k) for k in keys.values()))
+    first = next(iter(builds))
     files: Files = {}
     base_files = _manifest_files(
-        layout.BASE, [m for m in _first(builds) if _key(m) in shared], head
+        layout.BASE,
+        [m for m, key in zip(builds[first].manifests, keys[first], strict=True) if key in shared],
+        head,
     )
     files.update(base_files)
     files[f"{layout.BASE}/{layout.KUSTOMIZATION}"] = _kustomization(
         sorted(_relative(p, layout.BASE) for p in base_files), head
     )
     for env in selected:
-        files.update(_overlay(builds[env], shared, head))
+        own = [
+            m for m, key in zip(builds[env].manifests, keys[env], strict=True) if key not in shared
+        ]
+        files.update(_overlay(builds[env], own, head))
     return files
 
 
@@ -51,21 +59,11 @@ def _key(manifest: Manifest) -> str:
     return json.dumps([manifest.component, manifest.group, manifest.body], sort_keys=True)
 
 
-def _first(builds: dict[str, EnvironmentBuild]) -> list[Manifest]:
-    return next(iter(builds.values())).manifests
-
-
-def _shared(builds: dict[str, EnvironmentBuild]) -> set[str]:
-    """Keys of manifests that every environment has, byte for byte."""
-    sets = [{_key(m) for m in b.manifests} for b in builds.values()]
-    return set.intersection(*sets) if sets else set()
-
-
-def _overlay(build: EnvironmentBuild, shared: set[str], head: str) -> Files:
+def _overlay(build: EnvironmentBuild, own: list[Manifest], head: str) -> Files:
+    """An environment's overlay; `own` are its resources that are not in base/."""
     env = build.environment
     files: Files = {}
     resources_dir = layout.resources_dir(env)
-    own = [m for m in build.manifests if _key(m) not in shared]
     resource_files = _manifest_files(resources_dir, own, head)
     files.update(resource_files)
     base_rel = str(PurePosixPath("../" * len(PurePosixPath(resources_dir).parts)) / layout.BASE)

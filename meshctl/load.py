@@ -35,10 +35,8 @@ class Source:
         return Location(self.name, line, column)
 
 
-def read_source(path: Path, display_name: str | None = None, *, trusted: bool = False) -> Source:
-    """Load a YAML file; a missing or unreadable file is a usage error (exit 2).
-
-    ``trusted`` is for meshctl's own data files (see yamlio.parse_document)."""
+def read_source(path: Path, display_name: str | None = None) -> Source:
+    """Load a YAML file; a missing or unreadable file is a usage error (exit 2)."""
     name = display_name or str(path)
     try:
         # Read one byte past the limit rather than trusting stat(): devices and
@@ -63,13 +61,13 @@ def read_source(path: Path, display_name: str | None = None, *, trusted: bool = 
         raise UsageError(f"{name}: permission denied") from exc
     except OSError as exc:
         raise UsageError(f"{name}: cannot read: {exc.strerror or exc}") from exc
-    return parse_source(raw, name, trusted=trusted)
+    return parse_source(raw, name)
 
 
-def parse_source(raw: bytes, name: str, *, trusted: bool = False) -> Source:
+def parse_source(raw: bytes, name: str) -> Source:
     text = _decode(raw, name)
     try:
-        document = yamlio.parse_document(text, trusted=trusted)
+        document = yamlio.parse_document(text)
     except yamlio.YamlSyntaxError as exc:
         raise _fail(name, exc.line, exc.column, exc.message, format_path(exc.path)) from exc
     return Source(name, document)

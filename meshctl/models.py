@@ -6,17 +6,23 @@ Two kinds of models live here:
   gitops, environments, services), validated as written;
 - the layered settings (``Settings``: domain, gateway, mesh, resilience), which
   come from built-in defaults, a profile, the spec and per-environment
-  overrides. The spec and profiles hold *layers* of them (every field optional,
-  ``null`` removes); ``Settings`` is the merged, effective result per
-  environment, where required fields must be present.
+  overrides. ``Settings`` is the merged, effective result per environment,
+  where required fields must be present. The spec and profiles hold *layers*
+  of it: ``layer_model`` derives from each settings model a twin in which every
+  field is optional and ``null`` (remove what a lower layer set), with the same
+  types and constraints.
 
-``meshctl.schema`` turns these into ``schemas/platform.schema.json``.
-Field names are snake_case in Python and camelCase in YAML.
+``meshctl.schema`` turns these into ``schemas/platform.schema.json``: one
+source of truth for pydantic's validation and the published JSON Schema.
+Field names are snake_case in Python and camelCase in YAML. Validation is
+strict, as JSON Schema is: "5" is not an integer.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import types
+from functools import cache
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -25,6 +31,7 @@ from pydantic import (
     Field,
     StringConstraints,
     WithJsonSchema,
+    create_model,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -86,6 +93,7 @@ class Model(BaseModel):
         alias_generator=to_camel,
         populate_by_name=True,
         frozen=True,
+        strict=True,
         # Build validators on first use: only the document and the settings are
         # ever validated as a whole, so the ~40 nested models need no
         # validators of their own (this halves meshctl's start-up).
@@ -390,12 +398,45 @@ LAYERED_SECTIONS = tuple((info.alias or name) for name, info in Settings.model_f
 # The document
 
 
-LAYER_MARKER = "x-meshctl-layer"
+def _layered(annotation: Any) -> Any:
+    """The annotation with every settings model in it replaced by its layer."""
+    if isinstance(annotation, type) and issubclass(annotation, Model):
+        return layer_model(annotation)
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return Annotated[(_layered(args[0]), *annotation.__metadata__)]
+    if origin in (Union, types.UnionType):
+        return Union[tuple(_layered(a) for a in args)]  # noqa: UP007 - built at run time
+    if origin is list:
+        return list[_layered(args[0])]  # type: ignore[misc]
+    if origin is dict:
+        return dict[args[0], _layered(args[1])]  # type: ignore[misc,valid-type]
+    return annotation
 
 
-def _layer(section: str, description: str) -> Any:
-    """A field that holds a layer of a settings section (meshctl.schema resolves it)."""
-    return WithJsonSchema({LAYER_MARKER: section, "description": description})
+@cache
+def layer_model(model: type[Model]) -> type[Model]:
+    """A settings model as a layer: every field optional and nullable, no
+    cross-field rules (a layer may set one field of a pair), same constraints."""
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        annotation = _layered(info.annotation)
+        if info.metadata:
+            annotation = Annotated[(annotation, *info.metadata)]
+        fields[name] = (
+            annotation | None,
+            Field(None, alias=info.alias, description=info.description),
+        )
+    layer: type[Model] = create_model(
+        f"{model.__name__}Layer", __base__=Model, __doc__=model.__doc__, **fields
+    )
+    return layer
+
+
+SettingsLayer = layer_model(Settings)
+GatewayLayer = layer_model(Gateway)
+MeshLayer = layer_model(Mesh)
+ResilienceLayer = layer_model(Resilience)
 
 
 class Metadata(Model):
@@ -454,10 +495,10 @@ class Environment(Model):
         default_factory=lambda: Cluster(server="https://kubernetes.default.svc"),
         description="Where Argo CD deploys this environment.",
     )
-    overrides: Annotated[
-        dict[str, Any],
-        _layer("SettingsLayer", "Settings for this environment only; the top layer."),
-    ] = Field(default_factory=dict)
+    overrides: SettingsLayer = Field(  # type: ignore[valid-type]
+        default_factory=SettingsLayer,
+        description="Settings for this environment only; the top layer.",
+    )
     waivers: list[Waiver] = Field(
         default_factory=list, description="Production policies this environment may break."
     )
@@ -532,16 +573,15 @@ class PlatformSpec(Model):
     domain: Hostname | None = Field(None, description="Base DNS domain of the platform.")
     gitops: GitOps
     environments: dict[DnsLabel, Environment] = Field(min_length=1)
-    gateway: Annotated[
-        dict[str, Any] | None, _layer("GatewayLayer", "Kong Gateway, for every environment.")
-    ] = None
-    mesh: Annotated[dict[str, Any] | None, _layer("MeshLayer", "Istio, for every environment.")] = (
-        None
+    gateway: GatewayLayer | None = Field(  # type: ignore[valid-type]
+        None, description="Kong Gateway, for every environment."
     )
-    resilience: Annotated[
-        dict[str, Any] | None,
-        _layer("ResilienceLayer", "Disruption budgets and spreading, for every environment."),
-    ] = None
+    mesh: MeshLayer | None = Field(  # type: ignore[valid-type]
+        None, description="Istio, for every environment."
+    )
+    resilience: ResilienceLayer | None = Field(  # type: ignore[valid-type]
+        None, description="Disruption budgets and spreading, for every environment."
+    )
     services: list[Service] = Field(default_factory=list)
 
 
@@ -563,6 +603,6 @@ class ProfileDocument(Model):
     production: bool | None = Field(
         None, description="Production policies apply (inherited when unset)."
     )
-    settings: Annotated[
-        dict[str, Any], _layer("SettingsLayer", "The profile's settings layer.")
-    ] = Field(default_factory=dict)
+    settings: SettingsLayer = Field(  # type: ignore[valid-type]
+        default_factory=SettingsLayer, description="The profile's settings layer."
+    )

@@ -21,9 +21,9 @@ from meshctl.validate import (
     profile_reference_problems,
     pydantic_problems,
     reference_problems,
-    schema_problems,
     suggestion,
     unique_problems,
+    validate_document,
 )
 from meshctl.yamlio import Path as DataPath
 
@@ -70,16 +70,15 @@ def load_platform(path: Path, display_name: str | None = None) -> Platform:
                 )
             ]
         )
-    problems = schema_problems(source, "platform.schema.json")
+    document, problems = validate_document(source, models.PlatformDocument, "platform.schema.json")
     problems += reference_problems(source)
     try:
         profiles = load_profiles(path.parent)
     except SpecError as exc:
         raise SpecError(problems + exc.problems) from None
     problems += profile_reference_problems(source, profiles.names())
-    if problems:
+    if problems or document is None:
         raise SpecError(unique_problems(problems))
-    document = _typed(source)
     environments: dict[str, EnvironmentPlan] = {}
     for name, environment in document.spec.environments.items():
         plan = _plan(name, environment, source, profiles, problems)
@@ -90,19 +89,6 @@ def load_platform(path: Path, display_name: str | None = None) -> Platform:
     if problems:
         raise SpecError(unique_problems(problems))
     return Platform(source, document, profiles, environments)
-
-
-def _typed(source: Source) -> models.PlatformDocument:
-    from pydantic import ValidationError
-
-    try:
-        return models.PlatformDocument.model_validate(source.data)
-    except ValidationError as exc:
-
-        def locate(path: DataPath, _kind: str) -> tuple[Location, str]:
-            return source.location(path), format_path(path)
-
-        raise SpecError(pydantic_problems(exc.errors(), locate)) from None
 
 
 def _plan(
@@ -116,6 +102,7 @@ def _plan(
 
     env_path: DataPath = ("spec", "environments", name)
     raw_spec: dict[str, Any] = source.data["spec"]  # type: ignore[index]
+    overrides: dict[str, Any] = raw_spec["environments"][name].get("overrides") or {}
     layers = [
         Layer(f"profile {p.name} ({p.origin})", p.source, ("settings",), p.settings)
         for p in profiles.chain(environment.profile)
@@ -129,9 +116,7 @@ def _plan(
         )
     )
     layers.append(
-        Layer(
-            f"environment {name} overrides", source, (*env_path, "overrides"), environment.overrides
-        )
+        Layer(f"environment {name} overrides", source, (*env_path, "overrides"), overrides)
     )
     expansion = expand(name, layers)
     try:

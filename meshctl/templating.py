@@ -9,16 +9,20 @@ template that needs a composed string composes it inside the expression:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import traceback
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.bccache
 import yaml
 
-from meshctl import yamlio
+from meshctl import __version__, yamlio
 from meshctl.errors import RenderError
 from meshctl.resources import templates_dir
 
@@ -29,6 +33,13 @@ _YAML_UNSAFE.update({c: f"\\x{c:02x}" for c in range(0x7F, 0xA0) if c != 0x85})
 
 def yaml_scalar(value: Any) -> str:
     """The finalize hook: a value as one safe YAML flow node."""
+    if (
+        type(value) is str
+        and value.isascii()
+        and value.isprintable()
+        and not ('"' in value or "\\" in value)
+    ):
+        return f'"{value}"'  # what json.dumps gives for such a string, without the call
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -44,10 +55,31 @@ def yaml_scalar(value: Any) -> str:
     raise TypeError(f"cannot emit a {type(value).__name__} in a template")
 
 
+class _QuietBytecodeCache(jinja2.FileSystemBytecodeCache):
+    """Jinja's compiled-template cache; a cache that cannot be written is skipped."""
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        with contextlib.suppress(OSError):
+            super().dump_bytecode(bucket)
+
+
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    # Compiling the templates is a tenth of a small render; Jinja keys cached
+    # code by each template's source checksum, so an edited template recompiles.
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    folder = Path(root) / "meshctl" / f"templates-{__version__}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return _QuietBytecodeCache(str(folder))
+
+
 @cache
 def environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates_dir()),
+        bytecode_cache=_bytecode_cache(),
         undefined=jinja2.StrictUndefined,
         finalize=yaml_scalar,
         autoescape=False,  # YAML, not HTML; yaml_scalar does the escaping

@@ -227,6 +227,33 @@ def _explain_alternatives(
     )
 
 
+def validate_document(
+    source: Source, model: type[models.Model], schema_name: str
+) -> tuple[Any, list[Problem]]:
+    """Validate source.data as `model`; return (the typed document or None, problems).
+
+    pydantic validates (fast, and in Rust); only a document it refuses pays for
+    jsonschema, whose errors make the better messages ("did you mean", every
+    problem located). Both check the same schema, generated from the models; the
+    cross-field rules that JSON Schema cannot express come from pydantic.
+    """
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(source.data), []
+    except ValidationError as exc:
+        errors = exc.errors()
+
+    def locate(path: Path, _kind: str) -> tuple[Location, str]:
+        return source.location(path), format_path(path)
+
+    rules = [e for e in errors if e["type"] == "value_error"]
+    problems = schema_problems(source, schema_name) + pydantic_problems(rules, locate)
+    if not problems:  # not expected (one schema), but never accept what pydantic refused
+        problems = pydantic_problems(errors, locate)
+    return None, unique_problems(problems)
+
+
 def pydantic_problems(
     errors: list[Any], locate: Any, prefix: Path = (), context: str = ""
 ) -> list[Problem]:

@@ -106,46 +106,67 @@ def _safe_relative(path: str) -> bool:
     return bool(path) and not path.startswith("/") and ".." not in parts and "" not in parts
 
 
+def _scan(out_dir: Path) -> dict[str, str]:
+    """Everything under out_dir, once: relative path -> "file", "dir" or "other"
+    (symlinks, devices, ...). Cheaper than asking the filesystem per file."""
+    found: dict[str, str] = {}
+    if not out_dir.is_dir():
+        return found
+    for root, dirs, names in os.walk(out_dir):
+        base = Path(root).relative_to(out_dir)
+        for name in (*dirs, *names):
+            entry = Path(root) / name
+            relative = (base / name).as_posix()
+            if entry.is_symlink():
+                found[relative] = "other"
+            elif entry.is_dir():
+                found[relative] = "dir"
+            else:
+                found[relative] = "file" if entry.is_file() else "other"
+        dirs[:] = [d for d in dirs if found[(base / d).as_posix()] == "dir"]
+    return found
+
+
 def plan_write(out_dir: Path, files: Files, in_scope: Scope, spec_name: str) -> WritePlan:
     """Compare the rendered files with out_dir; decide what to write and remove."""
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir} exists and is not a directory")
     old = read_owned(out_dir)
+    on_disk = _scan(out_dir)
     plan = WritePlan()
     # Owned files outside this render's scope (other environments) stay listed.
-    listing = {p: d for p, d in old.items() if not in_scope(p) and (out_dir / p).is_file()}
+    listing = {p: d for p, d in old.items() if not in_scope(p) and on_disk.get(p) == "file"}
     for path, data in sorted(files.items()):
-        target = out_dir / path
-        conflict = _blocking_parent(out_dir, path)
+        conflict = _blocking_parent(on_disk, path)
+        kind = on_disk.get(path)
         if conflict:
             plan.conflicts.append(OutputConflict(path, conflict))
-            continue
-        if target.is_symlink() or (target.exists() and not target.is_file()):
-            plan.conflicts.append(OutputConflict(path, "is not a regular file"))
-        elif target.exists():
-            if path not in old:
-                plan.conflicts.append(OutputConflict(path, "exists, and meshctl did not write it"))
-            elif target.read_bytes() != data:
-                plan.changed[path] = data
-        else:
+        elif kind is None:
             plan.added[path] = data
-    for path in sorted(old):
-        if in_scope(path) and path not in files and (out_dir / path).is_file():
-            plan.removed.append(path)
+        elif kind != "file":
+            plan.conflicts.append(OutputConflict(path, "is not a regular file"))
+        elif path not in old:
+            plan.conflicts.append(OutputConflict(path, "exists, and meshctl did not write it"))
+        elif (out_dir / path).read_bytes() != data:
+            plan.changed[path] = data
+    plan.removed = sorted(
+        p for p in old if in_scope(p) and p not in files and on_disk.get(p) == "file"
+    )
     listing.update({p: _sha(d) for p, d in files.items()})
     plan.manifest = manifest_bytes(listing, spec_name)
     manifest_path = out_dir / layout.MANIFEST
-    current = manifest_path.read_bytes() if manifest_path.is_file() else None
+    current = manifest_path.read_bytes() if on_disk.get(layout.MANIFEST) == "file" else None
     plan.manifest_changed = current != plan.manifest
     return plan
 
 
-def _blocking_parent(out_dir: Path, path: str) -> str | None:
-    current = out_dir
-    for part in path.split("/")[:-1]:
-        current = current / part
-        if current.is_symlink() or (current.exists() and not current.is_dir()):
-            return f"{current.relative_to(out_dir)} is in the way (not a directory)"
+def _blocking_parent(on_disk: dict[str, str], path: str) -> str | None:
+    parts = path.split("/")[:-1]
+    for end in range(1, len(parts) + 1):
+        parent = "/".join(parts[:end])
+        kind = on_disk.get(parent)
+        if kind is not None and kind != "dir":
+            return f"{parent} is in the way (not a directory)"
     return None
 
 

@@ -49,6 +49,22 @@ def test_the_example_validates_against_the_published_schema() -> None:
     assert list(jsonschema.Draft202012Validator(schema).iter_errors(data)) == []
 
 
+def test_built_in_profiles_validate_against_the_profile_schema() -> None:
+    """meshctl skips this check at run time for its own profiles; here it is."""
+    from ruamel.yaml import YAML
+
+    from meshctl.resources import profiles_dir
+
+    schema = json.loads(schema_text("profile.schema.json"))
+    validator = jsonschema.Draft202012Validator(schema)
+    paths = sorted(profiles_dir().glob("*.yaml"))
+    assert [p.stem for p in paths] == ["default", "dev", "prod", "staging"]
+    for path in paths:
+        data = YAML(typ="safe", pure=True).load(path.read_text())
+        assert list(validator.iter_errors(data)) == [], path.name
+        assert data["name"] == path.stem
+
+
 def test_layers_accept_null_and_partial_settings() -> None:
     schema = json.loads(schema_text("platform.schema.json"))
     layer = {"$defs": schema["$defs"], "$ref": "#/$defs/SettingsLayer"}

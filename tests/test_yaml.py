@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from ruamel.yaml import YAML
 
 from meshctl import yamlio
+from meshctl.resources import example_spec
 from meshctl.templating import yaml_scalar
 
 # Strings that some YAML reader takes for something else when left unquoted.
@@ -193,20 +196,44 @@ def test_a_few_aliases_are_fine() -> None:
     assert doc.data == {"a": {"cpu": 1}, "b": {"cpu": 1}}
 
 
-def test_trusted_reader_reads_the_built_in_profiles_like_ruamel() -> None:
-    """Built-in profiles are read with libyaml for speed; it must agree with ruamel."""
+def _ruamel_document(text: str) -> yamlio.Document:
+    """The same document read by ruamel.yaml's round-trip composer (YAML 1.2)."""
+    import warnings
+
+    from ruamel.yaml import YAML
+
+    reader = YAML(typ="rt")
+    reader.allow_duplicate_keys = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        node = reader.compose(text)
+    if node is None:
+        return yamlio.Document(data=None)
+    builder = yamlio._Builder()
+    builder.doc.data = builder.build(node, (), 0)
+    return builder.doc
+
+
+def _every_yaml_input() -> list[Path]:
     from meshctl.resources import profiles_dir
 
-    for path in sorted(profiles_dir().glob("*.yaml")):
-        text = path.read_text()
-        fast, exact = yamlio.parse_document(text, trusted=True), yamlio.parse_document(text)
-        assert fast.data == exact.data, path.name
-        assert fast.positions == exact.positions, path.name
-        assert fast.key_positions == exact.key_positions, path.name
+    cases = Path(__file__).resolve().parent / "cases"
+    return sorted([*profiles_dir().glob("*.yaml"), *cases.rglob("*.yaml")])
 
 
-def test_trusted_reader_uses_yaml_12_scalars() -> None:
-    text = "a: off\nb: yes\nc: 0o17\nd: 1e3\nf: ~\ng: 0x10\nh: true\ni: '5'\nj: 1.5\nk: .inf\n"
-    doc = yamlio.parse_document(text, trusted=True)
-    assert doc.data == yamlio.parse_document(text).data
-    assert doc.data["a"] == "off" and doc.data["c"] == 15
+def test_libyaml_reads_every_spec_and_profile_as_ruamel_does() -> None:
+    """meshctl reads with libyaml for speed; ruamel (a YAML 1.2 parser) must agree
+    on the data and on every position, for every input that both can read."""
+    compared = 0
+    for path in [example_spec(), *_every_yaml_input()]:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        try:
+            ours = yamlio.parse_document(text)
+        except yamlio.YamlSyntaxError:
+            continue
+        exact = _ruamel_document(text)
+        assert ours.data == exact.data, path
+        assert ours.positions == exact.positions, path
+        assert ours.key_positions == exact.key_positions, path
+        compared += 1
+    assert compared > 20

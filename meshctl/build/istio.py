@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from meshctl import models
 from meshctl.build import kong
 from meshctl.build.context import BuildContext, ComponentOutput, Manifest, Release, resources
 from meshctl.build.names import dns_label
@@ -91,13 +88,14 @@ def build(ctx: BuildContext) -> ComponentOutput:
         Manifest(COMPONENT, "egress", doc)
         for doc in ctx.render("istio/egress.yaml.j2", hosts=hosts, gateway=gateway)
     ]
+    identities = mesh_identities(ctx)
     for service in ctx.spec.services:
         manifests += [
             Manifest("services", service.name, doc)
             for doc in ctx.render(
                 "istio/service.yaml.j2",
                 service=service,
-                principals=allowed_principals(ctx, service),
+                principals=sorted({identities[peer] for peer in service.allow_from}),
                 pool=mesh.traffic_policy.connection_pool,
                 outlier=mesh.traffic_policy.outlier_detection,
             )
@@ -105,15 +103,11 @@ def build(ctx: BuildContext) -> ComponentOutput:
     return ComponentOutput(releases, manifests)
 
 
-def allowed_principals(ctx: BuildContext, service: models.Service) -> list[str]:
-    """Mesh identities allowed to call the service: its allowFrom, resolved."""
-    by_name = {s.name: s for s in ctx.spec.services}
+def mesh_identities(ctx: BuildContext) -> dict[str, str]:
+    """The SPIFFE identity of every possible caller: each service, and Kong."""
     trust_domain = ctx.settings.mesh.trust_domain
-    principals: list[Any] = []
-    for peer in service.allow_from:
-        if peer == GATEWAY_PEER:
-            principals.append(kong.principal(ctx))
-        else:
-            caller = by_name[peer]
-            principals.append(f"{trust_domain}/ns/{caller.namespace}/sa/{caller.account}")
-    return sorted(set(principals))
+    identities = {
+        s.name: f"{trust_domain}/ns/{s.namespace}/sa/{s.account}" for s in ctx.spec.services
+    }
+    identities[GATEWAY_PEER] = kong.principal(ctx)
+    return identities
