@@ -187,6 +187,8 @@ class CommandFailed(Exception):
 class Sample:
     seconds: float
     max_rss_bytes: int
+    user_seconds: float = 0.0
+    system_seconds: float = 0.0
 
 
 @dataclass
@@ -204,6 +206,14 @@ class Case:
     @property
     def median(self) -> float:
         return statistics.median(self.times)
+
+    @property
+    def median_user(self) -> float:
+        return statistics.median(s.user_seconds for s in self.samples)
+
+    @property
+    def median_system(self) -> float:
+        return statistics.median(s.system_seconds for s in self.samples)
 
     @property
     def peak_rss(self) -> int:
@@ -233,7 +243,7 @@ def run_once(argv: Sequence[str], cwd: Path | None = None) -> Sample:
             log.seek(0)
             output = log.read().decode(errors="replace")
             raise CommandFailed(argv, proc.returncode, output)
-    return Sample(elapsed, _maxrss_bytes(usage.ru_maxrss))
+    return Sample(elapsed, _maxrss_bytes(usage.ru_maxrss), usage.ru_utime, usage.ru_stime)
 
 
 def run_quiet(argv: Sequence[str]) -> str:
@@ -337,7 +347,12 @@ class Bench:
 
         def once(_k: int) -> Sample:
             samples = [run_once(argv) for argv in argvs]
-            return Sample(sum(s.seconds for s in samples), max(s.max_rss_bytes for s in samples))
+            return Sample(
+                sum(s.seconds for s in samples),
+                max(s.max_rss_bytes for s in samples),
+                sum(s.user_seconds for s in samples),
+                sum(s.system_seconds for s in samples),
+            )
 
         measure(case, self.runs, once, (lambda: once(-1)) if warm else None)
         if case.ok:
@@ -430,7 +445,9 @@ def judge(bench: Bench, sizes: Sequence[int]) -> list[Verdict]:
 
 
 def format_table(cases: Sequence[Case]) -> str:
-    header = ("case", "median s", "min s", "max s", "peak MiB", "notes")
+    # user/sys: CPU seconds (medians). Wall time on a shared VM also carries the
+    # kernel's cost of creating files and other tenants' load; CPU time does not.
+    header = ("case", "median s", "min s", "max s", "user s", "sys s", "peak MiB", "notes")
     rows: list[tuple[str, ...]] = []
     for case in cases:
         if case.ok:
@@ -440,15 +457,17 @@ def format_table(cases: Sequence[Case]) -> str:
                     f"{case.median:.3f}",
                     f"{min(case.times):.3f}",
                     f"{max(case.times):.3f}",
+                    f"{case.median_user:.3f}",
+                    f"{case.median_system:.3f}",
                     f"{case.peak_rss / MIB:.1f}",
                     ", ".join(case.notes),
                 )
             )
         else:
             first = (case.error or "no samples").splitlines()[0]
-            rows.append((case.name, "FAILED", "-", "-", "-", first))
+            rows.append((case.name, "FAILED", "-", "-", "-", "-", "-", first))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    numeric = {1, 2, 3, 4}
+    numeric = {1, 2, 3, 4, 5, 6}
 
     def line(row: tuple[str, ...]) -> str:
         cells = [
