@@ -88,14 +88,24 @@ class OutputConflict:
 
 
 class OutputError(MeshctlError):
-    """The output directory cannot be written as asked; nothing was changed."""
+    """The output directory cannot be read or written; nothing was changed."""
 
     exit_code = EXIT_USAGE
 
-    def __init__(self, message: str, conflicts: list[OutputConflict] | None = None) -> None:
-        self.conflicts = conflicts or []
-        details = "".join(f"\n  {c.path}: {c.reason}" for c in self.conflicts)
-        super().__init__(message + details)
+
+class OutputConflictError(MeshctlError):
+    """Files meshctl would have to overwrite or delete but does not own."""
+
+    exit_code = EXIT_INVALID
+
+    def __init__(self, directory: str, conflicts: list[OutputConflict]) -> None:
+        self.directory = directory
+        self.conflicts = conflicts
+        details = "".join(f"\n  {directory}/{c.path}: {c.reason}" for c in conflicts)
+        super().__init__(
+            f"refusing to write {directory}: {len(conflicts)} file(s) in the way that meshctl "
+            f"did not write; nothing was changed{details}"
+        )
 
 
 @dataclass
@@ -108,14 +118,3 @@ class Differences:
 
     def __bool__(self) -> bool:
         return bool(self.changed or self.added or self.removed)
-
-
-class StaleOutputError(MeshctlError):
-    """`render --check` found that the tree on disk differs from the render."""
-
-    exit_code = EXIT_INVALID
-
-    def __init__(self, directory: str, differences: Differences) -> None:
-        self.directory = directory
-        self.differences = differences
-        super().__init__(f"{directory} is out of date")

@@ -25,25 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from meshctl import layout
-from meshctl.errors import Differences, MeshctlError, OutputConflict, OutputError
+from meshctl.errors import Differences, OutputConflict, OutputConflictError, OutputError
 
 Files = dict[str, bytes]
 Scope = Callable[[str], bool]
-
-
-class OutputConflictError(MeshctlError):
-    """Files meshctl would have to overwrite or delete but does not own."""
-
-    exit_code = 1
-
-    def __init__(self, directory: str, conflicts: list[OutputConflict]) -> None:
-        self.directory = directory
-        self.conflicts = conflicts
-        details = "".join(f"\n  {directory}/{c.path}: {c.reason}" for c in conflicts)
-        super().__init__(
-            f"refusing to write {directory}: {len(conflicts)} file(s) in the way that meshctl "
-            f"did not write; nothing was changed{details}"
-        )
 
 
 @dataclass

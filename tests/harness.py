@@ -115,11 +115,18 @@ def kubectl() -> str:
 
 
 def kustomize_build(overlay: Path) -> list[dict[str, Any]]:
+    """`kubectl kustomize` of a folder, parsed (a rendered tree never changes
+    during a session, so each folder is built once)."""
+    return [dict(obj) for obj in _built(str(overlay))]
+
+
+@functools.cache
+def _built(overlay: str) -> tuple[dict[str, Any], ...]:
     result = subprocess.run(
-        [kubectl(), "kustomize", str(overlay)], capture_output=True, text=True, check=False
+        [kubectl(), "kustomize", overlay], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, f"kubectl kustomize {overlay} failed:\n{result.stderr}"
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc is not None)
 
 
 # -- manifests ------------------------------------------------------------------
