@@ -23,7 +23,25 @@ _ISTIO_WEBHOOK_DRIFT = [
             ".webhooks[]?.failurePolicy",
             ".webhooks[]?.clientConfig.caBundle",
         ],
-    }
+    },
+    {
+        "group": "admissionregistration.k8s.io",
+        "kind": "MutatingWebhookConfiguration",
+        "jqPathExpressions": [".webhooks[]?.clientConfig.caBundle"],
+    },
+]
+
+
+# The kong chart generates its admission webhook's CA and certificate on every
+# `helm template` (Argo CD cannot `lookup` the existing ones), so the Secrets
+# and the webhook's caBundle would differ on each refresh.
+_KONG_WEBHOOK_CERTS = [
+    {"group": "", "kind": "Secret", "jsonPointers": ["/data"]},
+    {
+        "group": "admissionregistration.k8s.io",
+        "kind": "ValidatingWebhookConfiguration",
+        "jqPathExpressions": [".webhooks[]?.clientConfig.caBundle"],
+    },
 ]
 
 
@@ -36,6 +54,9 @@ class Chart:
     app_version: str
     ignore_differences: list[dict[str, Any]] = field(default_factory=list)
     server_side_apply: bool = False
+    # Charts that install CRDs are never cascade-deleted with their Application:
+    # removing an environment must not delete every custom resource in a cluster.
+    installs_crds: bool = False
 
     @property
     def major(self) -> str:
@@ -43,7 +64,15 @@ class Chart:
 
 
 CHARTS: dict[str, Chart] = {
-    "kong": Chart("https://charts.konghq.com", "kong", "3.4.1", "kong", "3.9"),
+    "kong": Chart(
+        "https://charts.konghq.com",
+        "kong",
+        "3.4.1",
+        "kong",
+        "3.9",
+        ignore_differences=_KONG_WEBHOOK_CERTS,
+        installs_crds=True,
+    ),
     "istio-base": Chart(
         ISTIO_REPO,
         "base",
@@ -51,6 +80,7 @@ CHARTS: dict[str, Chart] = {
         "base",
         ISTIO_VERSION,
         ignore_differences=_ISTIO_WEBHOOK_DRIFT,
+        installs_crds=True,
     ),
     "istiod": Chart(
         ISTIO_REPO,

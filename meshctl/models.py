@@ -160,7 +160,14 @@ class KongDatabase(Model):
     password_secret: SecretRef | None = Field(
         None, description="Secret holding the database password (postgres mode)."
     )
-    ssl: bool = Field(True, description="Connect to PostgreSQL over TLS.")
+    ssl: bool = Field(
+        True, description="Connect to PostgreSQL over TLS and verify its certificate."
+    )
+    ca_secret: SecretRef | None = Field(
+        None,
+        description="Secret holding the CA that signed the database's certificate, when it is "
+        "not a public CA (an operator's or a cloud provider's own).",
+    )
 
     @model_validator(mode="after")
     def _postgres_needs_connection(self) -> KongDatabase:
@@ -197,7 +204,21 @@ class Proxy(Model):
     )
     load_balancer_source_ranges: list[
         Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F:.]+/[0-9]{1,3}$")]
-    ] = Field(default_factory=list, description="CIDRs allowed to reach the load balancer.")
+    ] = Field(
+        default_factory=list,
+        description="CIDRs allowed to reach the load balancer (serviceType LoadBalancer only).",
+    )
+
+    @model_validator(mode="after")
+    def _ranges_need_a_load_balancer(self) -> Proxy:
+        # Kubernetes (and the chart) ignore source ranges on other Service types:
+        # an allow-list that silently allows everyone is worse than an error.
+        if self.load_balancer_source_ranges and self.service_type != "LoadBalancer":
+            raise ValueError(
+                f"loadBalancerSourceRanges only restrict a LoadBalancer Service, not "
+                f"{self.service_type}"
+            )
+        return self
 
 
 TlsVersion = Literal["1.0", "1.1", "1.2", "1.3"]
@@ -206,7 +227,9 @@ TlsVersion = Literal["1.0", "1.1", "1.2", "1.3"]
 class GatewayTls(Model):
     enabled: bool = Field(description="Serve routes over HTTPS with a certificate per host.")
     min_version: TlsVersion = Field(description="Lowest TLS version Kong accepts.")
-    redirect_http: bool = Field(description="Redirect plain HTTP to HTTPS (301).")
+    redirect_http: bool = Field(
+        description="Redirect plain HTTP to HTTPS (308, keeping method and body)."
+    )
 
 
 class Metrics(Model):
@@ -268,6 +291,10 @@ class GatewayPlugins(Model):
     cors: Cors | None = Field(None, description="CORS for browser clients.")
 
 
+class Sidecar(Model):
+    resources: Resources
+
+
 class Gateway(Model):
     """Kong Gateway with its ingress controller (chart `kong`)."""
 
@@ -275,6 +302,10 @@ class Gateway(Model):
     replicas: int = Field(ge=1, le=1000, description="Kong pods (the minimum when autoscaling).")
     autoscaling: Autoscaling
     resources: Resources
+    sidecar: Sidecar = Field(
+        description="Kong's own Istio sidecar: every proxied request leaves through it, so it "
+        "is sized for the gateway, not like an application's."
+    )
     database: KongDatabase
     proxy: Proxy
     tls: GatewayTls
@@ -294,10 +325,6 @@ class MeshMtls(Model):
 class ControlPlane(Model):
     replicas: int = Field(ge=1, le=100, description="istiod pods (the minimum when autoscaling).")
     autoscaling: Autoscaling
-    resources: Resources
-
-
-class Sidecar(Model):
     resources: Resources
 
 

@@ -50,6 +50,7 @@ def _disruption_budgets(settings: models.Settings) -> Iterator[Violation]:
 
 def _resource_blocks(settings: models.Settings) -> Iterator[tuple[Path, models.Resources]]:
     yield ("gateway", "resources"), settings.gateway.resources
+    yield ("gateway", "sidecar", "resources"), settings.gateway.sidecar.resources
     yield ("mesh", "controlPlane", "resources"), settings.mesh.control_plane.resources
     yield ("mesh", "sidecar", "resources"), settings.mesh.sidecar.resources
     if settings.mesh.egress.gateway.enabled:

@@ -7,6 +7,7 @@ problem found in the spec and the profiles it uses.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,8 +87,9 @@ def load_platform(path: Path, display_name: str | None = None) -> Platform:
             environments[name] = plan
     for plan in environments.values():
         problems.extend(_environment_problems(plan, document.spec, source))
+    problems.extend(_shared_cluster_problems(document.spec, source))
     if problems:
-        raise SpecError(unique_problems(problems))
+        raise SpecError(_merge_environments(unique_problems(problems)))
     return Platform(source, document, profiles, environments)
 
 
@@ -236,6 +238,54 @@ def _environment_problems(
                             rule="reference",
                         )
                     )
+    return problems
+
+
+_PER_ENVIRONMENT = re.compile(r"^(?P<message>.*) \(environment (?P<env>[a-z0-9-]+)\)$")
+
+
+def _merge_environments(problems: list[Problem]) -> list[Problem]:
+    """One problem at one place in several environments is reported once."""
+    merged: dict[tuple[Location, str, str], list[str]] = {}
+    others = []
+    for problem in problems:
+        match = _PER_ENVIRONMENT.match(problem.message)
+        if match:
+            key = (problem.location, problem.path, match["message"])
+            merged.setdefault(key, []).append(match["env"])
+        else:
+            others.append(problem)
+    for (location, path, message), envs in merged.items():
+        label = "environment" if len(envs) == 1 else "environments"
+        others.append(
+            Problem(location, path, f"{message} ({label} {', '.join(envs)})", rule="model")
+        )
+    return others
+
+
+def _shared_cluster_problems(spec: models.PlatformSpec, source: Source) -> list[Problem]:
+    """Two environments in one cluster would fight over the same releases,
+    namespaces and cluster-wide objects (Argo CD's self-heal flipping them)."""
+    problems = []
+    first: dict[tuple[str, str], str] = {}
+    raw: dict[str, Any] = source.data["spec"]["environments"]  # type: ignore[index]
+    for name, environment in spec.environments.items():
+        cluster = environment.cluster
+        key = ("server", cluster.server) if cluster.server else ("name", cluster.name or "")
+        if key not in first:
+            first[key] = name
+            continue
+        explicit = isinstance(raw[name], dict) and "cluster" in raw[name]
+        path: DataPath = ("spec", "environments", name, *(("cluster",) if explicit else ()))
+        problems.append(
+            Problem(
+                source.location(path, key=not explicit),
+                format_path(path),
+                f"environments {first[key]} and {name} deploy to the same cluster ({key[1]}); "
+                "their releases and namespaces would collide: give each its own `cluster`",
+                rule="reference",
+            )
+        )
     return problems
 
 

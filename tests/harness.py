@@ -73,6 +73,28 @@ def _kubernetes_definitions() -> dict[str, Any]:
     return json.loads((folder / "_definitions.json").read_text())["$defs"]  # type: ignore[no-any-return]
 
 
+def without_nulls(value: Any) -> Any:
+    """What Helm keeps of a values tree: a null deletes the key (and the chart's default)."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
+
+
+def coalesce(defaults: Any, values: Any) -> Any:
+    """Helm's merge of user values over a chart's defaults (nulls delete)."""
+    if not (isinstance(defaults, dict) and isinstance(values, dict)):
+        return without_nulls(values)
+    merged = dict(defaults)
+    for key, value in values.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = coalesce(defaults.get(key), value)
+    return merged
+
+
 def kubernetes_type_problems(key: str, value: Any) -> list[str]:
     import jsonschema
 
@@ -80,7 +102,7 @@ def kubernetes_type_problems(key: str, value: Any) -> list[str]:
     validator = jsonschema.Draft202012Validator(schema)
     return [
         f"{'.'.join(map(str, e.absolute_path)) or '(value)'}: {e.message}"
-        for e in validator.iter_errors(value)
+        for e in validator.iter_errors(without_nulls(value))
     ]
 
 
@@ -265,7 +287,9 @@ def values_problems(contract: ChartContract, values: dict[str, Any]) -> list[str
         validator_class = jsonschema.validators.validator_for(
             contract.schema, default=jsonschema.Draft7Validator
         )
-        for error in validator_class(contract.schema).iter_errors(values):
+        for error in validator_class(contract.schema).iter_errors(
+            coalesce(contract.defaults, values)
+        ):
             where = ".".join(map(str, error.absolute_path))
             problems.append(f"{contract.name}: values.schema.json: {where}: {error.message}")
     return problems

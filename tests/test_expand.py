@@ -99,7 +99,11 @@ def test_null_in_overrides_removes_a_cpu_limit(project: Path) -> None:
     )
     assert meshctl("render", cwd=project).code == 0
     resources = _values(project / "rendered", "prod", "kong")["resources"]
-    assert resources == {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"memory": "8Gi"}}
+    # null in Helm values deletes the key, and with it any chart default
+    assert resources == {
+        "requests": {"cpu": "4", "memory": "8Gi"},
+        "limits": {"cpu": None, "memory": "8Gi"},
+    }
 
 
 def test_explain_shows_the_value_its_origin_and_what_it_overrode(project: Path) -> None:
@@ -114,7 +118,7 @@ def test_explain_shows_the_value_its_origin_and_what_it_overrode(project: Path) 
         "environment",
         "prod",
         "overrides",
-        "platform.yaml:56:26",
+        "platform.yaml:58:26",
         "30",
     ]
     assert lines[3].split()[:5] == [
@@ -243,7 +247,7 @@ def test_production_policy_and_waivers(project: Path) -> None:
     run = meshctl("validate", cwd=project)
     assert run.code == 1
     assert (
-        "platform.yaml:59:19: spec.environments.prod.overrides.mesh.mtls.mode: mutual TLS is "
+        "platform.yaml:61:19: spec.environments.prod.overrides.mesh.mtls.mode: mutual TLS is "
         "PERMISSIVE; production requires STRICT (environment prod, policy mtls-strict; to "
         "allow it, add a waiver with a reason to the environment)"
     ) in run.stdout

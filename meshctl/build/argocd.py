@@ -14,6 +14,7 @@ from meshctl.build.context import BuildContext, Manifest, Release
 COMPONENT = "argocd"
 IN_CLUSTER = "https://kubernetes.default.svc"
 RESOURCES_WAVE = 10
+RESOURCES_NAMESPACE = "istio-system"
 
 
 @dataclass(frozen=True)
@@ -53,11 +54,14 @@ def build(ctx: BuildContext, releases: list[Release], namespaces: list[str]) -> 
         options = ["CreateNamespace=true"]
         if chart.server_side_apply:
             options.append("ServerSideApply=true")
+        if chart.ignore_differences:
+            # Without it a sync would still write the ignored fields back.
+            options.append("RespectIgnoreDifferences=true")
         apps.append(
             App(
                 name=f"{project}-{release.name}",
                 wave=release.wave,
-                cascade=True,
+                cascade=not chart.installs_crds,
                 sources=[
                     {
                         "repoURL": chart.repo,
@@ -83,7 +87,11 @@ def build(ctx: BuildContext, releases: list[Release], namespaces: list[str]) -> 
             wave=RESOURCES_WAVE,
             cascade=True,
             source=_git_source(ctx, layout.resources_dir(env)),
-            destination=dict(cluster),
+            # Every resource names its namespace; the AppProject still admits only
+            # destinations with one, so give it one the project allows.
+            destination={**cluster, "namespace": RESOURCES_NAMESPACE},
+            # On the first sync the charts' CRDs may be seconds old.
+            sync_options=["SkipDryRunOnMissingResource=true"],
         )
     )
 

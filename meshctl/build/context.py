@@ -113,10 +113,10 @@ class BuildContext:
 
 
 def resources(block: models.Resources) -> dict[str, Any]:
-    """A Kubernetes resources block; removed (null) amounts are left out."""
-    out: dict[str, Any] = {}
-    for kind, amounts in (("requests", block.requests), ("limits", block.limits)):
-        values = {k: v for k, v in (("cpu", amounts.cpu), ("memory", amounts.memory)) if v}
-        if values:
-            out[kind] = values
-    return out
+    """A resources block for Helm values. An amount that is not set is written as
+    null, which Helm reads as "delete the chart's default" (Istio's charts, for
+    one, default to a 2-CPU limit that a profile without CPU limits must drop)."""
+    return {
+        kind: {"cpu": amounts.cpu, "memory": amounts.memory}
+        for kind, amounts in (("requests", block.requests), ("limits", block.limits))
+    }

@@ -25,6 +25,7 @@ def build(ctx: BuildContext) -> ComponentOutput:
         worker_processes=str(_worker_processes(gateway.resources)),
         ssl_protocols=_ssl_protocols(gateway.tls.min_version),
         resources=resources(gateway.resources),
+        pod_annotations=_pod_annotations(gateway),
         affinity=ctx.affinity(
             {"app.kubernetes.io/name": "kong", "app.kubernetes.io/instance": "kong"}
         ),
@@ -53,6 +54,20 @@ def build(ctx: BuildContext) -> ComponentOutput:
             )
         )
     return ComponentOutput([release], manifests)
+
+
+def _pod_annotations(gateway: models.Gateway) -> dict[str, str]:
+    annotations = {"traffic.sidecar.istio.io/includeInboundPorts": ""}
+    sidecar = gateway.sidecar.resources
+    for annotation, value in (
+        ("sidecar.istio.io/proxyCPU", sidecar.requests.cpu),
+        ("sidecar.istio.io/proxyMemory", sidecar.requests.memory),
+        ("sidecar.istio.io/proxyCPULimit", sidecar.limits.cpu),
+        ("sidecar.istio.io/proxyMemoryLimit", sidecar.limits.memory),
+    ):
+        if value:
+            annotations[annotation] = value
+    return annotations
 
 
 def principal(ctx: BuildContext) -> str:
@@ -170,10 +185,17 @@ def _routes(
     tls = settings.gateway.tls
     routes = []
     for name, route in zip(route_names(service), service.routes, strict=True):
-        annotations = {"konghq.com/strip-path": "true" if route.strip_path else "false"}
+        annotations = {
+            "konghq.com/strip-path": "true" if route.strip_path else "false",
+            # Kong's sidecar routes by Host: the public host matches no mesh
+            # service, so Kong must send the upstream's (the client's host is
+            # kept in X-Forwarded-Host).
+            "konghq.com/preserve-host": "false",
+        }
         if tls.enabled and tls.redirect_http:
             annotations["konghq.com/protocols"] = "https"
-            annotations["konghq.com/https-redirect-status-code"] = "301"
+            # 308, not 301: clients keep the method and body (an API takes POSTs).
+            annotations["konghq.com/https-redirect-status-code"] = "308"
         if plugin_names:
             annotations["konghq.com/plugins"] = ",".join(plugin_names)
         if service.description:
