@@ -74,6 +74,8 @@ spec:
               origins: ["https://console.dev.ai.example.com"]
     staging:
       profile: staging
+      cluster:
+        name: staging-eu-west-1
       overrides:
         domain: staging.ai.example.com
         gateway:
