@@ -45,6 +45,30 @@ _KONG_WEBHOOK_CERTS = [
 ]
 
 
+# Operators whose webhooks get their CA bundle injected after Argo CD applied them.
+_WEBHOOK_CA_BUNDLES = [
+    {
+        "group": "admissionregistration.k8s.io",
+        "kind": "ValidatingWebhookConfiguration",
+        "jqPathExpressions": [".webhooks[]?.clientConfig.caBundle"],
+    },
+    {
+        "group": "admissionregistration.k8s.io",
+        "kind": "MutatingWebhookConfiguration",
+        "jqPathExpressions": [".webhooks[]?.clientConfig.caBundle"],
+    },
+]
+
+# external-secrets' cert-controller also patches its CRDs' conversion webhooks.
+_CRD_CONVERSION_CA_BUNDLES = [
+    {
+        "group": "apiextensions.k8s.io",
+        "kind": "CustomResourceDefinition",
+        "jqPathExpressions": [".spec.conversion.webhook.clientConfig.caBundle"],
+    },
+]
+
+
 @dataclass(frozen=True)
 class Chart:
     repo: str
@@ -57,6 +81,11 @@ class Chart:
     # Charts that install CRDs are never cascade-deleted with their Application:
     # removing an environment must not delete every custom resource in a cluster.
     installs_crds: bool = False
+
+    @property
+    def oci(self) -> bool:
+        """Served from an OCI registry (``repo`` is ``oci://host/path``)."""
+        return self.repo.startswith("oci://")
 
     @property
     def major(self) -> str:
@@ -91,4 +120,60 @@ CHARTS: dict[str, Chart] = {
         ignore_differences=_ISTIO_WEBHOOK_DRIFT,
     ),
     "istio-gateway": Chart(ISTIO_REPO, "gateway", ISTIO_VERSION, "gateway", ISTIO_VERSION),
+    "tigera-operator": Chart(
+        "https://docs.tigera.io/calico/charts",
+        "tigera-operator",
+        "v3.32.1",
+        "tigera-operator",
+        "v3.32.1",
+        installs_crds=True,
+        # Calico's CRDs are too large for client-side apply's annotation.
+        server_side_apply=True,
+    ),
+    "cert-manager": Chart(
+        "https://charts.jetstack.io",
+        "cert-manager",
+        "v1.21.1",
+        "cert-manager",
+        "v1.21.1",
+        ignore_differences=_WEBHOOK_CA_BUNDLES,
+        installs_crds=True,
+    ),
+    "external-secrets": Chart(
+        "https://charts.external-secrets.io",
+        "external-secrets",
+        "2.9.0",
+        "external-secrets",
+        "v2.9.0",
+        ignore_differences=_WEBHOOK_CA_BUNDLES + _CRD_CONVERSION_CA_BUNDLES,
+        installs_crds=True,
+        server_side_apply=True,
+    ),
+    "cloudnative-pg": Chart(
+        "https://cloudnative-pg.github.io/charts",
+        "cloudnative-pg",
+        "0.29.0",
+        "cloudnative-pg",
+        "1.30.0",
+        ignore_differences=_WEBHOOK_CA_BUNDLES,
+        installs_crds=True,
+        server_side_apply=True,
+    ),
+    "redis": Chart(
+        "oci://registry-1.docker.io/bitnamicharts",
+        "redis",
+        "23.1.1",
+        "redis",
+        "8.2.1",
+    ),
+    "eck-operator": Chart(
+        "https://helm.elastic.co",
+        "eck-operator",
+        "3.5.0",
+        "eck-operator",
+        "3.5.0",
+        ignore_differences=_WEBHOOK_CA_BUNDLES,
+        installs_crds=True,
+        server_side_apply=True,
+    ),
 }

@@ -38,38 +38,57 @@ def emit(builds: dict[str, EnvironmentBuild], selected: Iterable[str], spec_name
     shared = set.intersection(*(set(k) for k in keys.values()))
     first = next(iter(builds))
     files: Files = {}
-    base_files = _manifest_files(
-        layout.BASE,
-        [m for m, key in zip(builds[first].manifests, keys[first], strict=True) if key in shared],
-        head,
-    )
-    files.update(base_files)
-    files[f"{layout.BASE}/{layout.KUSTOMIZATION}"] = _kustomization(
-        sorted(_relative(p, layout.BASE) for p in base_files), head
-    )
+    base_stages: set[str] = set()
+    for stage, members in _by_stage(
+        m for m, key in zip(builds[first].manifests, keys[first], strict=True) if key in shared
+    ).items():
+        directory = layout.base_dir(stage)
+        stage_files = _manifest_files(directory, members, head)
+        files.update(stage_files)
+        files[f"{directory}/{layout.KUSTOMIZATION}"] = _kustomization(
+            sorted(_relative(p, directory) for p in stage_files), head
+        )
+        base_stages.add(stage)
     for env in selected:
         own = [
             m for m, key in zip(builds[env].manifests, keys[env], strict=True) if key not in shared
         ]
-        files.update(_overlay(builds[env], own, head))
+        files.update(_overlay(builds[env], own, base_stages, head))
     return files
 
 
 def _key(manifest: Manifest) -> str:
-    return json.dumps([manifest.component, manifest.group, manifest.body], sort_keys=True)
+    return json.dumps(
+        [manifest.stage, manifest.component, manifest.group, manifest.body], sort_keys=True
+    )
 
 
-def _overlay(build: EnvironmentBuild, own: list[Manifest], head: str) -> Files:
+def _by_stage(manifests: Iterable[Manifest]) -> dict[str, list[Manifest]]:
+    stages: dict[str, list[Manifest]] = defaultdict(list)
+    for manifest in manifests:
+        stages[manifest.stage].append(manifest)
+    return stages
+
+
+def _overlay(
+    build: EnvironmentBuild, own: list[Manifest], base_stages: set[str], head: str
+) -> Files:
     """An environment's overlay; `own` are its resources that are not in base/."""
     env = build.environment
+    overlay = layout.overlay_dir(env)
     files: Files = {}
-    resources_dir = layout.resources_dir(env)
-    resource_files = _manifest_files(resources_dir, own, head)
-    files.update(resource_files)
-    base_rel = str(PurePosixPath("../" * len(PurePosixPath(resources_dir).parts)) / layout.BASE)
-    files[f"{resources_dir}/{layout.KUSTOMIZATION}"] = _kustomization(
-        [base_rel, *sorted(_relative(p, resources_dir) for p in resource_files)], head
-    )
+    own_by_stage = _by_stage(own)
+    parts: list[str] = []
+    for stage in build.stages:
+        directory = layout.stage_dir(env, stage)
+        stage_files = _manifest_files(directory, own_by_stage.get(stage, []), head)
+        files.update(stage_files)
+        entries = sorted(_relative(p, directory) for p in stage_files)
+        if stage in base_stages:
+            up = "../" * len(PurePosixPath(directory).parts)
+            entries.insert(0, f"{up}{layout.base_dir(stage)}")
+        files[f"{directory}/{layout.KUSTOMIZATION}"] = _kustomization(entries, head)
+        parts.append(_relative(directory, overlay))
 
     apps_dir = layout.apps_dir(env)
     app_files = _manifest_files(apps_dir, build.gitops, head, by_component=False)
@@ -82,9 +101,8 @@ def _overlay(build: EnvironmentBuild, own: list[Manifest], head: str) -> Files:
         text = yamlio.dump(release.values, header=head)
         files[layout.values_file(env, release.name)] = text.encode()
 
-    overlay = layout.overlay_dir(env)
     files[f"{overlay}/{layout.KUSTOMIZATION}"] = _kustomization(
-        [_relative(resources_dir, overlay), _relative(apps_dir, overlay)], head
+        [*parts, _relative(apps_dir, overlay)], head
     )
     return files
 

@@ -2,11 +2,17 @@
 
 rendered/
   .meshctl-manifest.json             files meshctl owns, with their hashes
-  base/                              resources identical in every environment
+  base/<stage>/                      resources identical in every environment
   overlays/<env>/kustomization.yaml  builds everything for <env>
-  overlays/<env>/resources/          the environment's plain resources (+ base)
+  overlays/<env>/<stage>/            the environment's plain resources (+ base/<stage>)
   overlays/<env>/apps/               GitOps objects: AppProject, root, Applications
   overlays/<env>/values/<release>.yaml  Helm values, read by Argo CD via $values
+
+Plain resources come in stages, each synced as a unit after the charts it
+needs: ``foundation`` (namespaces, secret stores and ExternalSecrets, issuers
+and certificates, network policy) once the operators are up; ``data`` (the
+database and search clusters) once their credentials exist; ``resources``
+(mesh and gateway policy, routes) last.
 """
 
 from __future__ import annotations
@@ -23,8 +29,16 @@ def overlay_dir(env: str) -> str:
     return f"{OVERLAYS}/{env}"
 
 
-def resources_dir(env: str) -> str:
-    return f"{overlay_dir(env)}/resources"
+STAGES = ("foundation", "data", "resources")
+FOUNDATION, DATA, RESOURCES = STAGES
+
+
+def stage_dir(env: str, stage: str) -> str:
+    return f"{overlay_dir(env)}/{stage}"
+
+
+def base_dir(stage: str) -> str:
+    return f"{BASE}/{stage}"
 
 
 def apps_dir(env: str) -> str:

@@ -151,7 +151,11 @@ class KongDatabase(Model):
         description="dbless: configuration from the ingress controller only; "
         "postgres: Kong keeps its configuration in PostgreSQL."
     )
-    host: Hostname | None = Field(None, description="PostgreSQL host (postgres mode).")
+    host: Hostname | None = Field(
+        None,
+        description="External PostgreSQL host (postgres mode); unset: the platform's own "
+        "(data.postgres), wired by meshctl.",
+    )
     port: int = Field(5432, ge=1, le=65535, description="PostgreSQL port.")
     database: DnsLabel | None = Field(None, description="Database name (postgres mode).")
     user: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]*$")] | None = Field(
@@ -171,20 +175,31 @@ class KongDatabase(Model):
 
     @model_validator(mode="after")
     def _postgres_needs_connection(self) -> KongDatabase:
-        if self.mode == "postgres":
-            missing = [
-                alias
-                for alias, value in (
-                    ("host", self.host),
-                    ("database", self.database),
-                    ("user", self.user),
-                    ("passwordSecret", self.password_secret),
+        if self.mode != "postgres":
+            return self
+        connection = (
+            ("database", self.database),
+            ("user", self.user),
+            ("passwordSecret", self.password_secret),
+            ("caSecret", self.ca_secret),
+        )
+        if self.host is None:
+            extra = [alias for alias, value in connection if value is not None]
+            if extra:
+                raise ValueError(
+                    "without host Kong uses the platform's PostgreSQL (data.postgres); "
+                    f"set host for an external database, or remove {', '.join(extra)}"
                 )
-                if value is None
-            ]
-            if missing:
-                raise ValueError(f"postgres mode needs {', '.join(missing)}")
+            return self
+        missing = [alias for alias, value in connection[:3] if value is None]
+        if missing:
+            raise ValueError(f"postgres mode with an external host needs {', '.join(missing)}")
         return self
+
+    @property
+    def external(self) -> bool:
+        """Kong's database is outside the platform (else: the data tier's PostgreSQL)."""
+        return self.host is not None
 
 
 ANNOTATION_KEY_PATTERN = (
@@ -409,12 +424,310 @@ class Resilience(Model):
     zone_spread: bool = Field(description="Spread replicas across availability zones.")
 
 
+# --------------------------------------------------------------------------
+# Network: Calico
+
+CIDR_PATTERN = r"^([0-9]{1,3}\.){3}[0-9]{1,3}/([0-9]|[12][0-9]|3[0-2])$"
+
+
+class IpPool(Model):
+    """A Calico IP pool for pod addresses."""
+
+    cidr: Annotated[str, StringConstraints(pattern=CIDR_PATTERN)] = Field(
+        description="IPv4 range pods get their addresses from."
+    )
+    block_size: int = Field(26, ge=20, le=32, description="Per-node address block (prefix).")
+    encapsulation: Literal["VXLAN", "VXLANCrossSubnet", "IPIP", "IPIPCrossSubnet", "None"] = Field(
+        "VXLANCrossSubnet", description="Overlay between nodes; `None` for routed pods."
+    )
+    nat_outgoing: bool = Field(True, description="SNAT traffic leaving the pool.")
+
+
+class Calico(Model):
+    """Calico through the Tigera operator: the Installation the operator reconciles."""
+
+    ip_pools: list[IpPool] = Field(min_length=1, description="Pod IP pools.")
+    mtu: int | None = Field(
+        None, ge=576, le=9000, description="Pod interface MTU; unset lets Calico detect it."
+    )
+    bgp: Literal["Enabled", "Disabled"] = Field(
+        description="BGP between nodes (needed for `None` or IPIP encapsulation)."
+    )
+
+
+class Network(Model):
+    """Pod networking and L3/L4 policy (Calico)."""
+
+    calico: Calico
+    default_deny: bool = Field(
+        description="Deny all traffic in the platform's namespaces except what the spec allows."
+    )
+
+
+# --------------------------------------------------------------------------
+# Secrets: the external store
+
+REMOTE_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9/_.+=@-]*$"
+RemoteKey = Annotated[str, StringConstraints(pattern=REMOTE_KEY_PATTERN, max_length=512)]
+HttpsUrl = Annotated[str, StringConstraints(pattern=r"^https://[^\s/?#]+(/[^\s?#]*)?$")]
+
+
+class VaultStore(Model):
+    """HashiCorp Vault, KV engine, Kubernetes auth."""
+
+    server: HttpsUrl = Field(description="Vault address.")
+    path: RemoteKey = Field("secret", description="Mount path of the KV engine.")
+    version: Literal["v1", "v2"] = Field("v2", description="KV engine version.")
+    auth_mount: RemoteKey = Field("kubernetes", description="Mount path of Kubernetes auth.")
+    role: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$", max_length=128)] = Field(
+        description="Vault role bound to the external-secrets service account."
+    )
+
+
+class AwsStore(Model):
+    """AWS Secrets Manager or Parameter Store, IAM role for service accounts."""
+
+    service: Literal["SecretsManager", "ParameterStore"] = "SecretsManager"
+    region: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]$")]
+    role_arn: Annotated[
+        str, StringConstraints(pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/\S+$")
+    ] = Field(description="IAM role the external-secrets service account assumes (IRSA).")
+
+
+class GcpStore(Model):
+    """Google Secret Manager, Workload Identity."""
+
+    project_id: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")]
+    service_account: Annotated[
+        str, StringConstraints(pattern=r"^[a-z0-9-]+@[a-z0-9-]+\.iam\.gserviceaccount\.com$")
+    ] = Field(description="Google service account the external-secrets service account maps to.")
+
+
+class AzureStore(Model):
+    """Azure Key Vault, Workload Identity."""
+
+    vault_url: Annotated[
+        str, StringConstraints(pattern=r"^https://[a-z0-9-]+\.vault\.azure\.net/?$")
+    ]
+    tenant_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f-]{36}$")]
+    client_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f-]{36}$")] = Field(
+        description="Client id of the managed identity external-secrets uses."
+    )
+
+
+class SecretStore(Model):
+    """The store every credential comes from; exactly one provider block, the one named."""
+
+    provider: Literal["vault", "aws", "gcp", "azure"]
+    vault: VaultStore | None = None
+    aws: AwsStore | None = None
+    gcp: GcpStore | None = None
+    azure: AzureStore | None = None
+
+    @model_validator(mode="after")
+    def _provider_block(self) -> SecretStore:
+        # Other providers' blocks may stay (an environment can switch provider
+        # without removing the spec's block); only the named one is used.
+        if getattr(self, self.provider) is None:
+            raise ValueError(
+                f"provider is {self.provider}; set `{self.provider}` with its settings"
+            )
+        return self
+
+
+class Secrets(Model):
+    """External Secrets Operator: the store, and where credentials live in it."""
+
+    store: SecretStore
+    key_prefix: RemoteKey | None = Field(
+        None,
+        description="Prefix of every credential's key in the store; default <platform>/<env>.",
+    )
+    refresh_interval: Duration = Field("1h", description="How often secrets are re-read.")
+
+
+# --------------------------------------------------------------------------
+# TLS: cert-manager
+
+EMAIL_PATTERN = (
+    r"^[A-Za-z0-9._%+-]+@[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$"
+)
+
+
+class Acme(Model):
+    """An ACME issuer (Let's Encrypt by default), HTTP-01 through Kong."""
+
+    email: Annotated[str, StringConstraints(pattern=EMAIL_PATTERN, max_length=254)] = Field(
+        description="Account e-mail: expiry notices go here."
+    )
+    server: HttpsUrl = Field(
+        "https://acme-v02.api.letsencrypt.org/directory", description="ACME directory URL."
+    )
+
+
+class CaIssuer(Model):
+    """A private CA whose certificate and key are in the secret store."""
+
+    key: RemoteKey = Field(
+        description="Key in the store holding the CA (properties `tls.crt` and `tls.key`)."
+    )
+
+
+class Tls(Model):
+    """cert-manager: the issuer, and the certificates for every gateway host."""
+
+    issuer: Literal["acme", "ca", "selfSigned"] = Field(
+        description="acme (public hosts), ca (a CA from the store) or selfSigned (a CA of its own)."
+    )
+    acme: Acme | None = None
+    ca: CaIssuer | None = None
+    duration: Duration = Field("2160h", description="Certificate lifetime requested.")
+    renew_before: Duration = Field("720h", description="Renew this long before expiry.")
+
+    @model_validator(mode="after")
+    def _issuer_block(self) -> Tls:
+        if self.issuer == "acme" and self.acme is None:
+            raise ValueError("issuer is acme; set `acme` with at least its email")
+        if self.issuer == "ca" and self.ca is None:
+            raise ValueError("issuer is ca; set `ca` with the CA's key in the secret store")
+        return self
+
+
+# --------------------------------------------------------------------------
+# Data tier
+
+StorageClass = Annotated[str, StringConstraints(pattern=HOSTNAME_PATTERN, max_length=253)]
+BucketName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+
+
+class Volume(Model):
+    size: MemoryQuantity = Field(description="Volume size: 10Gi.")
+    storage_class: StorageClass | None = Field(None, description="Unset: the cluster default.")
+
+
+class PostgresBackup(Model):
+    enabled: bool = Field(description="Continuous WAL archival and scheduled base backups.")
+    schedule: Annotated[str, StringConstraints(pattern=r"^\S+( \S+){5}$")] = Field(
+        "0 0 3 * * *", description="Base backup schedule (six fields, seconds first)."
+    )
+    retention: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*[dwm]$")] = Field(
+        "30d", description="How long backups and WAL are kept: 30d, 4w, 6m."
+    )
+
+
+class Pooler(Model):
+    """PgBouncer in front of the cluster: one pooler for writes, one for reads."""
+
+    instances: int = Field(ge=1, le=20, description="PgBouncer pods per pooler.")
+    pool_mode: Literal["session", "transaction"] = "transaction"
+    max_client_connections: int = Field(1000, ge=1, le=100000)
+    default_pool_size: int = Field(20, ge=1, le=10000)
+
+
+class Postgres(Model):
+    """PostgreSQL through CloudNativePG."""
+
+    enabled: bool
+    instances: int = Field(ge=1, le=9, description="Primary plus replicas.")
+    image_name: (
+        Annotated[
+            str,
+            StringConstraints(pattern=r"^[a-z0-9./_-]+(:[A-Za-z0-9._-]+)?(@sha256:[a-f0-9]{64})?$"),
+        ]
+        | None
+    ) = Field(None, description="PostgreSQL image; unset: the operator's default.")
+    database: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = Field(
+        "app", description="Application database, owned by a role of the same name."
+    )
+    storage: Volume
+    wal_storage: Volume | None = Field(None, description="Separate volume for WAL.")
+    resources: Resources
+    parameters: dict[Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_.]*$")], Text] = (
+        Field(default_factory=dict, description="postgresql.conf parameters.")
+    )
+    backup: PostgresBackup
+    pooler: Pooler
+
+
+class Persistence(Model):
+    enabled: bool = Field(description="Keep data on a volume; off: in memory only.")
+    size: MemoryQuantity = Field(description="Volume size: 8Gi.")
+    storage_class: StorageClass | None = Field(None, description="Unset: the cluster default.")
+
+
+class Redis(Model):
+    """Redis through the Bitnami chart."""
+
+    enabled: bool
+    mode: Literal["standalone", "sentinel"] = Field(
+        description="standalone: one pod; sentinel: replication with Sentinel failover."
+    )
+    replicas: int = Field(ge=1, le=9, description="Redis pods in sentinel mode.")
+    persistence: Persistence
+    resources: Resources
+    metrics: bool = Field(description="Prometheus exporter sidecar.")
+
+
+class Kibana(Model):
+    enabled: bool
+    count: int = Field(ge=1, le=10)
+    resources: Resources
+
+
+class Elasticsearch(Model):
+    """Elasticsearch and Kibana through ECK."""
+
+    enabled: bool
+    version: Annotated[str, StringConstraints(pattern=r"^[89]\.[0-9]+\.[0-9]+$")] = Field(
+        description="Elastic Stack version."
+    )
+    nodes: int = Field(ge=1, le=50, description="Nodes of the one node set (all roles).")
+    storage: Volume
+    heap: MemoryQuantity = Field(description="JVM heap; at most half the memory limit.")
+    resources: Resources
+    kibana: Kibana
+
+
+class Buckets(Model):
+    backups: BucketName | None = Field(
+        None, description="PostgreSQL backups; default <platform>-<env>-backups."
+    )
+    metrics: BucketName | None = Field(
+        None, description="Long-term metrics; default <platform>-<env>-metrics."
+    )
+
+
+class ObjectStorage(Model):
+    """An S3-compatible store, referenced (meshctl does not deploy one)."""
+
+    endpoint: HttpsUrl | None = Field(None, description="S3 endpoint; unset: AWS S3.")
+    region: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]+$")] | None = None
+    buckets: Buckets = Field(default_factory=Buckets)
+    credentials: Literal["store", "workloadIdentity"] = Field(
+        "store",
+        description="store: keys from the secret store; workloadIdentity: the pods' cloud "
+        "identity (IRSA and the like).",
+    )
+
+
+class Data(Model):
+    namespace: DnsLabel = Field(description="Namespace of the data tier.")
+    object_storage: ObjectStorage | None = None
+    postgres: Postgres
+    redis: Redis
+    elasticsearch: Elasticsearch
+
+
 class Settings(Model):
     """Everything that layers: defaults -> profile -> spec -> environment overrides."""
 
     domain: Hostname = Field(description="Base DNS domain; bare route hosts are put under it.")
     gateway: Gateway
     mesh: Mesh
+    network: Network
+    data: Data
+    tls: Tls
+    secrets: Secrets | None = Field(None, description="External secret store.")
     resilience: Resilience
 
 
@@ -464,6 +777,10 @@ SettingsLayer = layer_model(Settings)
 GatewayLayer = layer_model(Gateway)
 MeshLayer = layer_model(Mesh)
 ResilienceLayer = layer_model(Resilience)
+NetworkLayer = layer_model(Network)
+DataLayer = layer_model(Data)
+TlsLayer = layer_model(Tls)
+SecretsLayer = layer_model(Secrets)
 
 
 class Metadata(Model):
@@ -506,7 +823,14 @@ class Cluster(Model):
         return self
 
 
-Policy = Literal["mtls-strict", "tls-min-version", "disruption-budgets", "resource-limits"]
+Policy = Literal[
+    "mtls-strict",
+    "tls-min-version",
+    "disruption-budgets",
+    "resource-limits",
+    "default-deny",
+    "backups",
+]
 
 
 class Waiver(Model):
@@ -581,7 +905,9 @@ class Service(Model):
         "is denied.",
     )
     uses: list[DnsLabel] = Field(
-        default_factory=list, description="Services this one calls; each must allow it in."
+        default_factory=list,
+        description="What this one calls: services (each must allow it in) and the data tier "
+        "(`postgres`, `redis`, `elasticsearch`), which gives it credentials and network access.",
     )
     rate_limit: ServiceRateLimit | None = Field(
         None, description="Rate limit on this service's routes (overrides the global one)."
@@ -605,6 +931,18 @@ class PlatformSpec(Model):
     )
     mesh: MeshLayer | None = Field(  # type: ignore[valid-type]
         None, description="Istio, for every environment."
+    )
+    network: NetworkLayer | None = Field(  # type: ignore[valid-type]
+        None, description="Calico networking and policy, for every environment."
+    )
+    data: DataLayer | None = Field(  # type: ignore[valid-type]
+        None, description="The data tier, for every environment."
+    )
+    tls: TlsLayer | None = Field(  # type: ignore[valid-type]
+        None, description="Certificates through cert-manager, for every environment."
+    )
+    secrets: SecretsLayer | None = Field(  # type: ignore[valid-type]
+        None, description="The external secret store, for every environment."
     )
     resilience: ResilienceLayer | None = Field(  # type: ignore[valid-type]
         None, description="Disruption budgets and spreading, for every environment."

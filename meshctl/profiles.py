@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from meshctl.errors import Problem, SpecError
+from meshctl.inline_secrets import inline_secret_problems
 from meshctl.load import Source, read_source
 from meshctl.models import ProfileDocument
 from meshctl.resources import profiles_dir
@@ -105,6 +106,7 @@ def _add(
     # Built-in profiles are meshctl's own data, validated by its tests.
     if not builtin:
         _, found = validate_document(source, ProfileDocument, "profile.schema.json")
+        found += inline_secret_problems(source)
     if not builtin and found:
         problems.extend(found)
         broken.add(path.stem)

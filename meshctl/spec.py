@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meshctl import models, policy
+from meshctl import dependencies, models, policy
 from meshctl.errors import Location, Problem, SpecError, UsageError
 from meshctl.expand import REMOVED, Expansion, Layer, expand
+from meshctl.inline_secrets import inline_secret_problems
 from meshctl.load import Source, read_source
 from meshctl.paths import format_path
 from meshctl.profiles import Profile, ProfileSet, load_profiles
@@ -73,6 +74,7 @@ def load_platform(path: Path, display_name: str | None = None) -> Platform:
         )
     document, problems = validate_document(source, models.PlatformDocument, "platform.schema.json")
     problems += reference_problems(source)
+    problems += inline_secret_problems(source)
     try:
         profiles = load_profiles(path.parent)
     except SpecError as exc:
@@ -165,6 +167,17 @@ def _effective_problems(errors: list[Any], expansion: Expansion, source: Source)
     return problems
 
 
+# Namespaces the platform's operators run in (services may not share them).
+OPERATOR_NAMESPACES = {
+    "tigera-operator": "Calico operator",
+    "calico-system": "Calico",
+    "cert-manager": "cert-manager",
+    "external-secrets": "External Secrets Operator",
+    "cnpg-system": "CloudNativePG operator",
+    "elastic-system": "ECK operator",
+}
+
+
 def _environment_problems(
     plan: EnvironmentPlan, spec: models.PlatformSpec, source: Source
 ) -> list[Problem]:
@@ -183,6 +196,20 @@ def _environment_problems(
                     rule="policy",
                 )
             )
+    for path, message in dependencies.settings_needs(settings):
+        location, display = _source_of(plan.expansion, path, source)
+        problems.append(
+            Problem(location, display, f"{message} (environment {plan.name})", rule="model")
+        )
+    for spec_path, message in dependencies.service_needs(settings, spec):
+        problems.append(
+            Problem(
+                source.location(spec_path),
+                format_path(spec_path),
+                f"{message} (environment {plan.name})",
+                rule="reference",
+            )
+        )
     settings_autoscaling = (
         (("gateway",), settings.gateway.replicas, settings.gateway.autoscaling),
         (
@@ -206,6 +233,8 @@ def _environment_problems(
                 )
             )
     reserved = {
+        **OPERATOR_NAMESPACES,
+        settings.data.namespace: "data tier",
         settings.gateway.namespace: "Kong gateway",
         spec.gitops.namespace: "Argo CD",
         "istio-egress": "Istio egress gateway",

@@ -277,6 +277,8 @@ def pydantic_problems(
 # What the schema cannot say: references between services, reserved names.
 
 GATEWAY_PEER = "gateway"
+# Data-tier components a service may name in `uses` (the spec's `data` section).
+DATA_PEERS = ("postgres", "redis", "elasticsearch")
 _DNS_LABEL = re.compile(models.DNS_LABEL_PATTERN)
 RESERVED_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease", "default", "istio-system")
 
@@ -328,8 +330,15 @@ def reference_problems(source: Source) -> list[Problem]:
                     f"unknown service '{peer}'{suggestion(peer, [*known, GATEWAY_PEER])}",
                 )
         for j, target in _names(service.get("uses")):
+            if target in DATA_PEERS:
+                continue  # enabled or not is per environment: checked on the settings
             if target not in by_name:
-                add(index, ("uses", j), f"unknown service '{target}'{suggestion(target, known)}")
+                add(
+                    index,
+                    ("uses", j),
+                    f"unknown service or data component '{target}'"
+                    f"{suggestion(target, [*known, *DATA_PEERS])}",
+                )
             elif caller and caller not in _names_set(by_name[target].get("allowFrom")):
                 add(
                     index,
@@ -364,6 +373,8 @@ def _service_names(
             by_name[name] = service
         if name == GATEWAY_PEER:
             add(index, ("name",), f"'{GATEWAY_PEER}' is reserved: in allowFrom it means Kong")
+        elif name in DATA_PEERS:
+            add(index, ("name",), f"'{name}' is reserved: in uses it means the data tier's {name}")
         if service.get("namespace") in RESERVED_NAMESPACES:
             add(
                 index,

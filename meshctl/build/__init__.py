@@ -9,11 +9,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from meshctl.build import argocd, istio, kong, platform
+from meshctl import layout
+from meshctl.build import (
+    argocd,
+    calico,
+    elastic,
+    istio,
+    kong,
+    platform,
+    postgres,
+    redis,
+    secrets,
+    tls,
+)
 from meshctl.build.context import BuildContext, Manifest, Release
 from meshctl.spec import Platform
 
-COMPONENTS = (platform, istio, kong)
+COMPONENTS = (platform, secrets, tls, calico, postgres, redis, elastic, istio, kong)
 MANAGED_LABELS = {"app.kubernetes.io/managed-by": "meshctl"}
 
 
@@ -21,8 +33,9 @@ MANAGED_LABELS = {"app.kubernetes.io/managed-by": "meshctl"}
 class EnvironmentBuild:
     environment: str
     releases: list[Release]
-    manifests: list[Manifest]  # plain resources, synced by the resources Application
+    manifests: list[Manifest]  # plain resources, synced by one Application per stage
     gitops: list[Manifest]  # the GitOps objects
+    stages: list[str]  # the stages with resources, in sync order
 
 
 def build_environment(target: Platform, env: str) -> EnvironmentBuild:
@@ -41,10 +54,12 @@ def build_environment(target: Platform, env: str) -> EnvironmentBuild:
         | {m.body["metadata"]["namespace"] for m in manifests if "namespace" in m.body["metadata"]}
         | {m.body["metadata"]["name"] for m in manifests if m.body["kind"] == "Namespace"}
     )
-    gitops = argocd.build(ctx, releases, namespaces)
+    present = {m.stage for m in manifests}
+    stages = [stage for stage in layout.STAGES if stage in present]
+    gitops = argocd.build(ctx, releases, stages, namespaces)
     for manifest in gitops:
         _label(manifest, part_of)
-    return EnvironmentBuild(env, releases, manifests, gitops)
+    return EnvironmentBuild(env, releases, manifests, gitops, stages)
 
 
 def _label(manifest: Manifest, labels: dict[str, str]) -> None:

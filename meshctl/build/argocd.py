@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meshctl import layout
-from meshctl.build.context import BuildContext, Manifest, Release
+from meshctl.build.context import STAGE_WAVES, BuildContext, Manifest, Release
+from meshctl.catalog import Chart
 
 COMPONENT = "argocd"
 IN_CLUSTER = "https://kubernetes.default.svc"
-RESOURCES_WAVE = 10
 RESOURCES_NAMESPACE = "istio-system"
 
 
@@ -32,7 +32,9 @@ class App:
     namespace_labels: dict[str, str] = field(default_factory=dict)
 
 
-def build(ctx: BuildContext, releases: list[Release], namespaces: list[str]) -> list[Manifest]:
+def build(
+    ctx: BuildContext, releases: list[Release], stages: list[str], namespaces: list[str]
+) -> list[Manifest]:
     gitops = ctx.spec.gitops
     env = ctx.environment
     project = f"{ctx.platform.name}-{env}"
@@ -64,8 +66,7 @@ def build(ctx: BuildContext, releases: list[Release], namespaces: list[str]) -> 
                 cascade=not chart.installs_crds,
                 sources=[
                     {
-                        "repoURL": chart.repo,
-                        "chart": chart.chart,
+                        **_chart_source(chart),
                         "targetRevision": chart.version,
                         "helm": {"releaseName": release.name, "valueFiles": [values]},
                     },
@@ -81,19 +82,20 @@ def build(ctx: BuildContext, releases: list[Release], namespaces: list[str]) -> 
                 namespace_labels=release.namespace_labels,
             )
         )
-    apps.append(
+    apps += [
         App(
-            name=f"{project}-resources",
-            wave=RESOURCES_WAVE,
+            name=f"{project}-{stage}",
+            wave=STAGE_WAVES[stage],
             cascade=True,
-            source=_git_source(ctx, layout.resources_dir(env)),
+            source=_git_source(ctx, layout.stage_dir(env, stage)),
             # Every resource names its namespace; the AppProject still admits only
             # destinations with one, so give it one the project allows.
             destination={**cluster, "namespace": RESOURCES_NAMESPACE},
             # On the first sync the charts' CRDs may be seconds old.
             sync_options=["SkipDryRunOnMissingResource=true"],
         )
-    )
+        for stage in stages
+    ]
 
     destinations = [{"server": IN_CLUSTER, "namespace": gitops.namespace}]
     destinations += [{**cluster, "namespace": ns} for ns in namespaces]
@@ -103,7 +105,9 @@ def build(ctx: BuildContext, releases: list[Release], namespaces: list[str]) -> 
         "argocd/project.yaml.j2",
         **common,
         description=f"{description} ({env})",
-        source_repos=sorted({gitops.repo_url, *(r.chart.repo for r in releases)}),
+        source_repos=sorted(
+            {gitops.repo_url, *(_chart_source(r.chart)["repoURL"] for r in releases)}
+        ),
         destinations=destinations,
         waivers=json.dumps(waivers, sort_keys=True, ensure_ascii=False) if waivers else "",
     )
@@ -116,6 +120,14 @@ def build(ctx: BuildContext, releases: list[Release], namespaces: list[str]) -> 
             )
         )
     return manifests
+
+
+def _chart_source(chart: Chart) -> dict[str, str]:
+    if chart.oci:
+        # Argo CD's native OCI source (3.1+): the chart is the artifact at the
+        # path; nothing to register, unlike a Helm repository with enableOCI.
+        return {"repoURL": f"{chart.repo}/{chart.chart}", "path": "."}
+    return {"repoURL": chart.repo, "chart": chart.chart}
 
 
 def _cluster(ctx: BuildContext) -> dict[str, str]:

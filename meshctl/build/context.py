@@ -5,10 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshctl import models, templating
+from meshctl import layout, models, templating
 from meshctl.catalog import CHARTS, Chart
 from meshctl.errors import RenderError
 from meshctl.spec import EnvironmentPlan, Platform
+
+# The order a cluster is brought up in (Argo CD sync waves): CRDs and
+# operators; the mesh control plane and the foundation stage (namespaces,
+# secrets, certificates, network policy); the data tier; what serves traffic;
+# the policies that refer to all of it.
+CRDS_WAVE, CONTROL_WAVE, DATA_WAVE, EDGE_WAVE, RESOURCES_WAVE = 0, 1, 2, 3, 10
+STAGE_WAVES = {
+    layout.FOUNDATION: CONTROL_WAVE,
+    layout.DATA: DATA_WAVE,
+    layout.RESOURCES: RESOURCES_WAVE,
+}
 
 
 @dataclass(frozen=True)
@@ -31,11 +42,12 @@ class Release:
 
 @dataclass(frozen=True)
 class Manifest:
-    """A Kubernetes object, and the file it belongs in: <component>/<group>.yaml."""
+    """A Kubernetes object, and the file it belongs in: <stage>/<component>/<group>.yaml."""
 
     component: str
     group: str
     body: dict[str, Any]
+    stage: str = layout.RESOURCES
 
     @property
     def identity(self) -> tuple[str, str, str, str]:
@@ -46,6 +58,20 @@ class Manifest:
             metadata.get("namespace", ""),
             metadata["name"],
         )
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where clients reach a data-tier component, for credentials and network policy."""
+
+    name: str  # the name services use in `uses`: postgres, redis, elasticsearch
+    namespace: str
+    host: str  # the DNS name clients connect to
+    port: int
+    # Pods that serve clients (label equality; several maps: any of them).
+    selectors: tuple[dict[str, str], ...]
+    # Ports the component's own pods use between each other (replication, gossip).
+    peer_ports: tuple[int, ...] = ()
 
 
 @dataclass

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from meshctl.build import kong
-from meshctl.build.context import BuildContext, ComponentOutput, Manifest, Release, resources
+from meshctl.build.context import (
+    CONTROL_WAVE,
+    CRDS_WAVE,
+    EDGE_WAVE,
+    BuildContext,
+    ComponentOutput,
+    Manifest,
+    Release,
+    resources,
+)
 from meshctl.build.names import dns_label
 from meshctl.validate import GATEWAY_PEER
 
@@ -24,7 +33,7 @@ def build(ctx: BuildContext) -> ComponentOutput:
             "istio-base",
             ISTIO_NAMESPACE,
             ctx.render_one("istio/base-values.yaml.j2"),
-            wave=0,
+            wave=CRDS_WAVE,
             component=COMPONENT,
         ),
         Release(
@@ -42,7 +51,7 @@ def build(ctx: BuildContext) -> ComponentOutput:
                 topology_spread=ctx.zone_spread(istiod_selector),
                 tracing_provider=TRACING_PROVIDER,
             ),
-            wave=1,
+            wave=CONTROL_WAVE,
             component=COMPONENT,
         ),
     ]
@@ -64,7 +73,7 @@ def build(ctx: BuildContext) -> ComponentOutput:
                     affinity=ctx.affinity(selector),
                     topology_spread=ctx.zone_spread(selector),
                 ),
-                wave=2,
+                wave=EDGE_WAVE,
                 component=COMPONENT,
             )
         )

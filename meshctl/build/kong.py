@@ -6,7 +6,14 @@ import math
 from typing import Any
 
 from meshctl import models
-from meshctl.build.context import BuildContext, ComponentOutput, Manifest, Release, resources
+from meshctl.build.context import (
+    EDGE_WAVE,
+    BuildContext,
+    ComponentOutput,
+    Manifest,
+    Release,
+    resources,
+)
 from meshctl.build.names import dns_label
 from meshctl.spec import route_host
 
@@ -33,7 +40,9 @@ def build(ctx: BuildContext) -> ComponentOutput:
             {"app.kubernetes.io/name": "kong", "app.kubernetes.io/instance": "kong"}
         ),
     )
-    release = Release("kong", "kong", gateway.namespace, values, wave=2, component=COMPONENT)
+    release = Release(
+        "kong", "kong", gateway.namespace, values, wave=EDGE_WAVE, component=COMPONENT
+    )
     manifests = [
         Manifest(COMPONENT, "cluster-plugins", doc)
         for doc in ctx.render("kong/cluster-plugins.yaml.j2", plugins=global_plugins(gateway))

@@ -1,0 +1,78 @@
+"""What an environment's settings need from each other, checked after layering.
+
+A component that holds data needs credentials (hence a secret store), backups
+need object storage, a service that uses the data tier needs it enabled.
+Each problem names the setting to change, as a settings path (located at the
+layer it came from) or a spec path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from meshctl import models
+from meshctl.validate import DATA_PEERS
+from meshctl.yamlio import Path
+
+Need = tuple[Path, str]
+
+_MEMORY_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+_MEMORY_UNITS.update({"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40})
+
+
+def memory_bytes(quantity: str) -> int:
+    number = quantity.rstrip("KMGTikmgt")
+    return int(number) * _MEMORY_UNITS[quantity[len(number) :]]
+
+
+def _enabled(data: models.Data, name: str) -> bool:
+    component: models.Postgres | models.Redis | models.Elasticsearch = getattr(data, name)
+    return component.enabled
+
+
+def settings_needs(settings: models.Settings) -> Iterator[Need]:
+    """Unmet needs between settings, at the settings path to change."""
+    data = settings.data
+    postgres = data.postgres
+    database = settings.gateway.database
+    store_needed: list[tuple[Path, str]] = []
+    if postgres.enabled:
+        store_needed.append((("data", "postgres", "enabled"), "PostgreSQL's passwords"))
+        if postgres.backup.enabled and data.object_storage is None:
+            yield (
+                ("data", "postgres", "backup", "enabled"),
+                "backups go to object storage: set data.objectStorage, or turn backups off",
+            )
+    if data.redis.enabled:
+        store_needed.append((("data", "redis", "enabled"), "Redis's password"))
+    if settings.tls.issuer == "ca":
+        store_needed.append((("tls", "issuer"), "the CA's key"))
+    if database.mode == "postgres" and not database.external and not postgres.enabled:
+        yield (
+            ("gateway", "database", "mode"),
+            "Kong in postgres mode without a host uses the platform's PostgreSQL: "
+            "enable data.postgres, or set gateway.database.host",
+        )
+    if settings.secrets is None:
+        for path, what in store_needed:
+            yield path, f"{what} come from the secret store: set spec.secrets"
+    elastic = data.elasticsearch
+    limit = elastic.resources.limits.memory
+    if elastic.enabled and limit and memory_bytes(elastic.heap) * 2 > memory_bytes(limit):
+        yield (
+            ("data", "elasticsearch", "heap"),
+            f"heap {elastic.heap} is more than half the memory limit {limit}; "
+            "Elasticsearch needs the rest for the file-system cache",
+        )
+
+
+def service_needs(settings: models.Settings, spec: models.PlatformSpec) -> Iterator[Need]:
+    """Services that use a data component the environment does not run, at spec paths."""
+    for index, service in enumerate(spec.services):
+        for j, target in enumerate(service.uses):
+            if target in DATA_PEERS and not _enabled(settings.data, target):
+                yield (
+                    ("spec", "services", index, "uses", j),
+                    f"'{service.name}' uses {target}, which is not enabled: "
+                    f"set data.{target}.enabled",
+                )
