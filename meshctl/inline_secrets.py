@@ -172,26 +172,7 @@ def inline_secret_problems(source: Source) -> list[Problem]:
         # Paths are built only for what is reported or walked into: most
         # values are clean scalars.
         if isinstance(value, dict):
-            for key, item in value.items():
-                found = kind_of(key)
-                if found is not None:
-                    report((*path, key), _key_message(found), key=True)
-                if isinstance(item, str):
-                    found = kind_of(item)
-                    if found is None and (
-                        names_a_secret(key) and item and item.lower() not in _SWITCHES
-                    ):
-                        found = _NAMED_BY_KEY
-                    if found is not None:
-                        report((*path, key), _value_message(found))
-                elif isinstance(item, dict | list):
-                    walk(item, (*path, key))
-                elif (
-                    isinstance(item, int | float)
-                    and not isinstance(item, bool)
-                    and names_a_secret(key)
-                ):
-                    report((*path, key), _value_message(_NAMED_BY_KEY))
+            walk_mapping(value, path)
         elif isinstance(value, list):
             for index, item in enumerate(value):
                 if isinstance(item, str):
@@ -204,6 +185,26 @@ def inline_secret_problems(source: Source) -> list[Problem]:
             found = kind_of(value)
             if found is not None:
                 report(path, _value_message(found))
+
+    def walk_mapping(mapping: dict[str, Any], path: Path) -> None:
+        for key, item in mapping.items():
+            found = kind_of(key)
+            if found is not None:
+                report((*path, key), _key_message(found), key=True)
+            if isinstance(item, str):
+                found = kind_of(item)
+                if found is None and (
+                    names_a_secret(key) and item and item.lower() not in _SWITCHES
+                ):
+                    found = _NAMED_BY_KEY
+                if found is not None:
+                    report((*path, key), _value_message(found))
+            elif isinstance(item, dict | list):
+                walk(item, (*path, key))
+            elif (
+                isinstance(item, int | float) and not isinstance(item, bool) and names_a_secret(key)
+            ):
+                report((*path, key), _value_message(_NAMED_BY_KEY))
 
     walk(source.data, ())
     return problems

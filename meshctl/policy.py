@@ -48,6 +48,23 @@ def _disruption_budgets(settings: models.Settings) -> Iterator[Violation]:
         )
 
 
+def _default_deny(settings: models.Settings) -> Iterator[Violation]:
+    if not settings.network.default_deny:
+        yield (
+            ("network", "defaultDeny"),
+            "network default deny is off; production requires it",
+        )
+
+
+def _backups(settings: models.Settings) -> Iterator[Violation]:
+    postgres = settings.data.postgres
+    if postgres.enabled and not postgres.backup.enabled:
+        yield (
+            ("data", "postgres", "backup", "enabled"),
+            "PostgreSQL backups and WAL archival are off; production requires them",
+        )
+
+
 def _resource_blocks(settings: models.Settings) -> Iterator[tuple[Path, models.Resources]]:
     yield ("gateway", "resources"), settings.gateway.resources
     yield ("gateway", "sidecar", "resources"), settings.gateway.sidecar.resources
@@ -55,6 +72,18 @@ def _resource_blocks(settings: models.Settings) -> Iterator[tuple[Path, models.R
     yield ("mesh", "sidecar", "resources"), settings.mesh.sidecar.resources
     if settings.mesh.egress.gateway.enabled:
         yield ("mesh", "egress", "gateway", "resources"), settings.mesh.egress.gateway.resources
+    data = settings.data
+    if data.postgres.enabled:
+        yield ("data", "postgres", "resources"), data.postgres.resources
+    if data.redis.enabled:
+        yield ("data", "redis", "resources"), data.redis.resources
+    if data.elasticsearch.enabled:
+        yield ("data", "elasticsearch", "resources"), data.elasticsearch.resources
+        if data.elasticsearch.kibana.enabled:
+            yield (
+                ("data", "elasticsearch", "kibana", "resources"),
+                data.elasticsearch.kibana.resources,
+            )
 
 
 def _resource_limits(settings: models.Settings) -> Iterator[Violation]:
@@ -81,6 +110,8 @@ POLICIES: dict[str, Callable[[models.Settings], Iterator[Violation]]] = {
     "tls-min-version": _tls_min_version,
     "disruption-budgets": _disruption_budgets,
     "resource-limits": _resource_limits,
+    "default-deny": _default_deny,
+    "backups": _backups,
 }
 
 

@@ -105,8 +105,11 @@ def _add(
         return
     # Built-in profiles are meshctl's own data, validated by its tests.
     if not builtin:
-        _, found = validate_document(source, ProfileDocument, "profile.schema.json")
-        found += inline_secret_problems(source)
+        # A secret is reported alone, as in a spec (see load_platform).
+        found = (
+            inline_secret_problems(source)
+            or validate_document(source, ProfileDocument, "profile.schema.json")[1]
+        )
     if not builtin and found:
         problems.extend(found)
         broken.add(path.stem)

@@ -72,9 +72,13 @@ def load_platform(path: Path, display_name: str | None = None) -> Platform:
                 )
             ]
         )
+    # A secret in the spec is reported alone: other checks quote the values
+    # they refuse, and must not print it again.
+    leaks = inline_secret_problems(source)
+    if leaks:
+        raise SpecError(leaks)
     document, problems = validate_document(source, models.PlatformDocument, "platform.schema.json")
     problems += reference_problems(source)
-    problems += inline_secret_problems(source)
     try:
         profiles = load_profiles(path.parent)
     except SpecError as exc:

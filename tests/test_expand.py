@@ -118,7 +118,7 @@ def test_explain_shows_the_value_its_origin_and_what_it_overrode(project: Path) 
         "environment",
         "prod",
         "overrides",
-        "platform.yaml:58:26",
+        "platform.yaml:64:26",
         "30",
     ]
     assert lines[3].split()[:5] == [
@@ -247,7 +247,7 @@ def test_production_policy_and_waivers(project: Path) -> None:
     run = meshctl("validate", cwd=project)
     assert run.code == 1
     assert (
-        "platform.yaml:61:19: spec.environments.prod.overrides.mesh.mtls.mode: mutual TLS is "
+        "platform.yaml:67:19: spec.environments.prod.overrides.mesh.mtls.mode: mutual TLS is "
         "PERMISSIVE; production requires STRICT (environment prod, policy mtls-strict; to "
         "allow it, add a waiver with a reason to the environment)"
     ) in run.stdout
@@ -285,6 +285,7 @@ PROD_OVERRIDES = (
             "gateway:\n          resources:\n            limits:\n              memory: null",
             "resource-limits",
         ),
+        ("network:\n          defaultDeny: false", "default-deny"),
     ],
 )
 def test_each_production_policy_is_enforced(project: Path, override: str, policy: str) -> None:
@@ -299,3 +300,55 @@ def test_each_production_policy_is_enforced(project: Path, override: str, policy
     assert run.code == 1
     assert f"policy {policy};" in run.stdout
     assert "(environment prod" in run.stdout
+
+
+def test_default_deny_off_in_production_needs_a_waiver(project: Path) -> None:
+    spec = project / "platform.yaml"
+    off = spec.read_text().replace(
+        PROD_OVERRIDES, "      overrides:\n        network:\n          defaultDeny: false\n"
+    )
+    spec.write_text(off)
+    run = meshctl("validate", cwd=project)
+    assert run.code == 1
+    assert "spec.environments.prod.overrides.network.defaultDeny: network default deny is off" in (
+        run.stdout
+    )
+    waiver = (
+        "      waivers:\n      - policy: default-deny\n"
+        '        reason: "Brownfield cluster: policies roll out namespace by namespace"\n'
+    )
+    spec.write_text(
+        off.replace(
+            "      overrides:\n        network:", waiver + "      overrides:\n        network:"
+        )
+    )
+    run = meshctl("validate", cwd=project)
+    assert run.code == 0, run.stdout + run.stderr
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "policy"),
+    [
+        (
+            "    postgres:\n      enabled: true\n",
+            "    postgres:\n      enabled: true\n      backup:\n        enabled: false\n",
+            "backups",
+        ),
+        (
+            "    redis:\n      enabled: true\n",
+            "    redis:\n      enabled: true\n      resources:\n        limits:\n"
+            "          memory: null\n",
+            "resource-limits",
+        ),
+    ],
+)
+def test_data_tier_production_policies(project: Path, old: str, new: str, policy: str) -> None:
+    """Set for every environment, refused only where production policies apply."""
+    spec = project / "platform.yaml"
+    assert old in spec.read_text()
+    spec.write_text(spec.read_text().replace(old, new))
+    run = meshctl("validate", cwd=project)
+    assert run.code == 1
+    assert f"policy {policy};" in run.stdout
+    assert "(environment prod" in run.stdout
+    assert "environment staging" not in run.stdout and "environment dev" not in run.stdout

@@ -54,7 +54,8 @@ def test_first_render_writes_the_tree_and_a_manifest_of_it(project: Path) -> Non
     assert owned["spec"] == SPEC_NAME
     assert owned["files"] == {p: hashlib.sha256(d).hexdigest() for p, d in files.items()}
     assert {
-        "base/kustomization.yaml",
+        "base/resources/kustomization.yaml",
+        "overlays/prod/foundation/kustomization.yaml",
         "overlays/prod/kustomization.yaml",
         "overlays/prod/values/kong.yaml",
     } <= owned["files"].keys()
@@ -141,7 +142,7 @@ def test_check_reports_differences_and_writes_nothing(project: Path) -> None:
     run = meshctl("render", "--check", cwd=project)
     assert run.code == 1
     assert not (project / "rendered").exists()
-    assert "missing rendered/base/kustomization.yaml" in run.stdout
+    assert "missing rendered/base/resources/kustomization.yaml" in run.stdout
 
     assert meshctl("render", cwd=project).code == 0
     run = meshctl("render", "--check", cwd=project)

@@ -14,7 +14,7 @@ from meshctl.build.context import (
     Release,
     resources,
 )
-from meshctl.build.names import dns_label
+from meshctl.build.names import dns_label, tls_secret
 from meshctl.spec import route_host
 
 COMPONENT = "kong"
@@ -209,10 +209,12 @@ def _routes(
             annotations["konghq.com/plugins"] = ",".join(plugin_names)
         if service.description:
             annotations["meshctl.io/description"] = service.description
+        host = route_host(route.host, settings.domain)
         routes.append(
             {
                 "name": name,
-                "host": route_host(route.host, settings.domain),
+                "host": host,
+                "tls_secret": tls_secret(host),
                 "paths": list(route.paths),
                 "annotations": annotations,
             }

@@ -15,3 +15,8 @@ def dns_label(*parts: str, limit: int = 63) -> str:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     return f"{name[: limit - 9].rstrip('-')}-{digest}"
+
+
+def tls_secret(host: str) -> str:
+    """The Secret holding a route host's certificate (cert-manager writes it)."""
+    return f"{host}-tls"

@@ -14,7 +14,7 @@ def build(ctx: BuildContext) -> ComponentOutput:
     # Services' namespaces get sidecar injection; the data tier stays out of
     # the mesh (its operators and replication speak TLS of their own) and is
     # guarded by network policy instead. Kong's pods ask for their sidecar.
-    namespaces = [
+    namespaces: list[dict[str, str | None]] = [
         {"name": ns, "injection": "enabled"}
         for ns in sorted({s.namespace for s in ctx.spec.services})
     ]
