@@ -302,7 +302,8 @@ def helm_sources(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any
         if obj.get("kind") != "Application":
             continue
         for source in obj["spec"].get("sources", []):
-            if "chart" in source:
+            # A Helm repository names the chart; an OCI artifact is the chart itself.
+            if "chart" in source or source.get("repoURL", "").startswith("oci://"):
                 found.append(
                     (obj["metadata"]["name"], source, source.get("helm", {}).get("valueFiles", []))
                 )
@@ -312,9 +313,14 @@ def helm_sources(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any
 def catalog_chart(source: dict[str, Any]) -> str:
     """The upstream folder of the chart an Application pins; it must be in the catalog."""
     for chart in CHARTS.values():
-        if (chart.repo, chart.chart, chart.version) == (
+        pinned = (
+            (f"{chart.repo}/{chart.chart}", ".", chart.version)
+            if chart.oci
+            else (chart.repo, chart.chart, chart.version)
+        )
+        if pinned == (
             source["repoURL"],
-            source["chart"],
+            source.get("chart", source.get("path")),
             source["targetRevision"],
         ):
             return chart.upstream

@@ -41,7 +41,7 @@ def test_every_values_file_fits_its_pinned_chart(
     rendered = rendered_trees[name]
     gitops_path = rendered.result.platform.spec.gitops.path
     problems = []
-    checked = 0
+    checked: set[Path] = set()
     for env in _environments(rendered):
         objects = harness.kustomize_build(rendered.tree / "overlays" / env)
         sources = harness.helm_sources(objects)
@@ -53,7 +53,9 @@ def test_every_values_file_fits_its_pinned_chart(
                 path = harness.values_file(rendered.tree, gitops_path, reference)
                 values = yaml.safe_load(path.read_text()) or {}
                 problems += [f"{env}/{app}: {p}" for p in harness.values_problems(chart, values)]
-                checked += 1
+                checked.add(path)
+        # Every values file written is one an Application reads, and was checked.
+        assert set((rendered.tree / "overlays" / env / "values").glob("*.yaml")) <= checked
     assert checked
     assert problems == []
 

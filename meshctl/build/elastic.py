@@ -1,9 +1,329 @@
-"""elastic: being built (issue 3)."""
+"""Elasticsearch and Kibana through ECK (Elastic Cloud on Kubernetes).
+
+The `eck-operator` chart runs the operator in ``elastic-system`` with its
+CRDs; the data stage holds an ``Elasticsearch`` named ``elasticsearch`` (one
+node set ``default`` with every role) and, when enabled, a ``Kibana`` named
+``kibana`` in the data namespace. ECK keeps TLS on for HTTP (its own
+self-signed CA) and transport.
+
+Services never get the ``elastic`` superuser. Each service that
+``uses: [elasticsearch]`` is a user of ECK's file realm: the store key
+``<prefix>/elasticsearch-<service>`` (property ``password``) becomes a
+basic-auth Secret in the data namespace (username = the service's name, role
+``service-<name>``: its own indices ``<name>`` and ``<name>-*``) and, from
+the same key, the Secret ``<service>-elasticsearch`` in the service's
+namespace with the URL and credentials. ECK's HTTP CA lives in the data
+namespace only; a Kubernetes-provider ClusterSecretStore that may read that one
+Secret copies it as ``<service>-elasticsearch-ca``. See
+docs/data-redis-elastic.md.
+"""
 
 from __future__ import annotations
 
-from meshctl.build.context import BuildContext, ComponentOutput
+import re
+from typing import Any
+
+from meshctl import layout, models, yamlio
+from meshctl.build import secrets
+from meshctl.build.context import (
+    CRDS_WAVE,
+    BuildContext,
+    ComponentOutput,
+    Endpoint,
+    Manifest,
+    Release,
+)
+from meshctl.build.redis import container_resources
+from meshctl.errors import RenderError
+
+COMPONENT = "elastic"
+OPERATOR_RELEASE = "eck-operator"
+OPERATOR_NAMESPACE = "elastic-system"
+NAME = "elasticsearch"  # the Elasticsearch resource; ECK derives every name from it
+KIBANA = "kibana"
+NODE_SET = "default"
+HTTP_SERVICE = f"{NAME}-es-http"
+HTTP_PORT = 9200
+TRANSPORT_PORT = 9300
+# ECK's public half of the HTTP certificate: ca.crt and tls.crt, no key.
+CA_SECRET = f"{NAME}-es-http-certs-public"
+CA_READER = f"{NAME}-ca-reader"
+ROLES_SECRET = f"{NAME}-roles"
+DATA_VOLUME = "elasticsearch-data"  # ECK's data volume claim name
+# Labels ECK puts on the pods it runs.
+CLUSTER_LABEL = "elasticsearch.k8s.elastic.co/cluster-name"
+KIBANA_LABEL = "kibana.k8s.elastic.co/name"
+# Elasticsearch's default with a TLS 1.3 JDK; stated so no setting can lower it.
+TLS_PROTOCOLS = ["TLSv1.3", "TLSv1.2"]
+# Users the security features reserve (the others hold '_', which service
+# names cannot): a file-realm user of that name would take over the built-in.
+RESERVED_USERS = ("elastic", "kibana")
+# ECK rotates its certificates a day before they expire (caRotateBefore).
+CA_REFRESH = "1h"
+
+_QUANTITY = re.compile(r"^([0-9]+)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_FACTORS = {
+    None: 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+}
+
+
+def endpoint(ctx: BuildContext) -> Endpoint | None:
+    if not ctx.settings.data.elasticsearch.enabled:
+        return None
+    return Endpoint(
+        name="elasticsearch",
+        namespace=ctx.settings.data.namespace,
+        host=host(ctx),
+        port=HTTP_PORT,
+        selectors=({CLUSTER_LABEL: NAME},),
+        # Transport (9300) between the nodes, and HTTP: a node's own tooling
+        # reaches the cluster through the HTTP Service, which may pick another node.
+        peer_ports=(HTTP_PORT, TRANSPORT_PORT),
+    )
+
+
+def host(ctx: BuildContext) -> str:
+    return f"{HTTP_SERVICE}.{ctx.settings.data.namespace}.svc"
+
+
+def url(ctx: BuildContext) -> str:
+    return f"https://{host(ctx)}:{HTTP_PORT}"
+
+
+def java_heap(quantity: str) -> str:
+    """A Kubernetes memory quantity as a JVM size: 2Gi -> 2g, 512Mi -> 512m.
+
+    A size that is no whole number of MiB (decimal units: 1G) is rounded down
+    to one: the JVM wants multiples of 1024, and the heap must stay under the
+    size asked for.
+    """
+    match = _QUANTITY.match(quantity)
+    if match is None:  # the model's pattern guarantees the form
+        raise RenderError(f"cannot turn the heap size {quantity!r} into a JVM size")
+    size = int(match.group(1)) * _FACTORS[match.group(2)]
+    if size >= 2**30 and size % 2**30 == 0:
+        return f"{size // 2**30}g"
+    if size < 2**21:  # the JVM refuses a heap under 2 MiB
+        raise RenderError(f"the heap size {quantity} is too small for a JVM")
+    return f"{size // 2**20}m"
 
 
 def build(ctx: BuildContext) -> ComponentOutput:
-    return ComponentOutput()
+    es = ctx.settings.data.elasticsearch
+    if not es.enabled:
+        return ComponentOutput()
+    namespace = ctx.settings.data.namespace
+    consumers = [s for s in ctx.spec.services if "elasticsearch" in s.uses]
+    for service in consumers:
+        if service.name in RESERVED_USERS:
+            raise RenderError(
+                f"service {service.name!r} uses elasticsearch, but {service.name!r} is a "
+                "user Elasticsearch reserves: rename the service"
+            )
+    values = ctx.render_one("elastic/operator-values.yaml.j2", managed_namespaces=[namespace])
+    release = Release(
+        OPERATOR_RELEASE, "eck-operator", OPERATOR_NAMESPACE, values, CRDS_WAVE, COMPONENT
+    )
+    manifests = [_elasticsearch(ctx, es, consumers)]
+    if consumers:
+        manifests.append(_roles(ctx, consumers))
+    if es.kibana.enabled:
+        manifests.extend(
+            Manifest(COMPONENT, "kibana", doc, stage=layout.DATA) for doc in _kibana(ctx, es)
+        )
+    manifests.extend(_credentials(ctx, consumers))
+    if consumers:
+        manifests.extend(_ca_copies(ctx, consumers))
+    return ComponentOutput([release], manifests)
+
+
+def _role(service: models.Service) -> str:
+    return f"service-{service.name}"
+
+
+def _user_secret(service: models.Service) -> str:
+    return f"{NAME}-{service.name}-user"
+
+
+def _store_key(service: models.Service) -> str:
+    return f"elasticsearch-{service.name}"
+
+
+def _elasticsearch(
+    ctx: BuildContext, es: models.Elasticsearch, consumers: list[models.Service]
+) -> Manifest:
+    resilience = ctx.settings.resilience
+    config: dict[str, Any] = {
+        # No privileged init container to raise vm.max_map_count (pods stay
+        # non-root): Elasticsearch does without mmap. See the docs.
+        "node.store.allow_mmap": False,
+        "xpack.security.http.ssl.supported_protocols": TLS_PROTOCOLS,
+        "xpack.security.transport.ssl.supported_protocols": TLS_PROTOCOLS,
+    }
+    auth: dict[str, Any] = {}
+    if consumers:
+        auth = {
+            "fileRealm": [{"secretName": _user_secret(s)} for s in consumers],
+            "roles": [{"secretName": ROLES_SECRET}],
+        }
+    volume: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": es.storage.size}},
+    }
+    if es.storage.storage_class:
+        volume["storageClassName"] = es.storage.storage_class
+    heap = java_heap(es.heap)
+    body = ctx.render_one(
+        "elastic/elasticsearch.yaml.j2",
+        name=NAME,
+        namespace=ctx.settings.data.namespace,
+        version=es.version,
+        nodes=es.nodes,
+        node_set=NODE_SET,
+        disruption_budget=resilience.disruption_budgets,
+        auth=auth,
+        config=config,
+        zone_awareness=resilience.zone_spread,
+        # ECK's default is this same preferred rule; {} is how ECK is told "none".
+        affinity=ctx.affinity({CLUSTER_LABEL: NAME}) or {},
+        java_opts=f"-Xms{heap} -Xmx{heap}",
+        resources=container_resources(es.resources),
+        data_volume=DATA_VOLUME,
+        volume=volume,
+    )
+    return Manifest(COMPONENT, "elasticsearch", body, stage=layout.DATA)
+
+
+def _roles(ctx: BuildContext, consumers: list[models.Service]) -> Manifest:
+    """One role per consuming service: its own indices, and cluster monitoring."""
+    roles = {
+        _role(s): {
+            "cluster": ["monitor"],
+            "indices": [{"names": [s.name, f"{s.name}-*"], "privileges": ["all"]}],
+        }
+        for s in consumers
+    }
+    text = yamlio.dump(roles)
+    body = ctx.render_one(
+        "elastic/roles.yaml.j2",
+        name=ROLES_SECRET,
+        namespace=ctx.settings.data.namespace,
+        roles=text,
+    )
+    return Manifest(COMPONENT, "elasticsearch", body, stage=layout.DATA)
+
+
+def _kibana(ctx: BuildContext, es: models.Elasticsearch) -> list[dict[str, Any]]:
+    resilience = ctx.settings.resilience
+    selector = {KIBANA_LABEL: KIBANA}
+    return ctx.render(
+        "elastic/kibana.yaml.j2",
+        name=KIBANA,
+        namespace=ctx.settings.data.namespace,
+        version=es.version,
+        count=es.kibana.count,
+        elasticsearch=NAME,
+        tls_protocols=sorted(TLS_PROTOCOLS),
+        resources=container_resources(es.kibana.resources),
+        affinity=ctx.affinity(selector),
+        topology_spread=ctx.zone_spread(selector),
+        disruption_budget=resilience.disruption_budgets,
+        selector=selector,
+    )
+
+
+def _credentials(ctx: BuildContext, consumers: list[models.Service]) -> list[Manifest]:
+    """Per consuming service: its file-realm user next to Elasticsearch, and its
+    connection Secret in its own namespace, both from one store key."""
+    namespace = ctx.settings.data.namespace
+    out = []
+    for service in consumers:
+        remote = secrets.remote_key(ctx, _store_key(service))
+        out.append(
+            secrets.credential(
+                ctx,
+                COMPONENT,
+                "credentials",
+                secrets.Credential(
+                    _user_secret(service),
+                    namespace,
+                    properties={"password": "password"},
+                    remote=remote,
+                    type="kubernetes.io/basic-auth",
+                    literals={"username": service.name, "roles": _role(service)},
+                ),
+            )
+        )
+        out.append(
+            secrets.credential(
+                ctx,
+                COMPONENT,
+                "credentials",
+                secrets.Credential(
+                    f"{service.name}-elasticsearch",
+                    service.namespace,
+                    properties={"password": "password"},
+                    remote=remote,
+                    literals={
+                        "url": url(ctx),
+                        "host": host(ctx),
+                        "port": str(HTTP_PORT),
+                        "username": service.name,
+                    },
+                ),
+            )
+        )
+    return out
+
+
+def ca_store_name(ctx: BuildContext) -> str:
+    return f"{ctx.platform.name}-{NAME}-ca"
+
+
+def _ca_copies(ctx: BuildContext, consumers: list[models.Service]) -> list[Manifest]:
+    """ECK's HTTP CA, copied into each consuming service's namespace.
+
+    A ClusterSecretStore of External Secrets' Kubernetes provider reads the data
+    namespace as a service account that may get exactly one Secret, ECK's
+    public certificates, and only ExternalSecrets in the consumers' namespaces
+    may use it. The copies are in the resources stage: ECK makes the Secret
+    when the data stage creates the cluster.
+    """
+    namespace = ctx.settings.data.namespace
+    store = ca_store_name(ctx)
+    plumbing = [
+        Manifest(COMPONENT, "ca-store", doc, stage=layout.FOUNDATION)
+        for doc in ctx.render(
+            "elastic/ca-store.yaml.j2",
+            store=store,
+            namespace=namespace,
+            account=CA_READER,
+            secret=CA_SECRET,
+            consumer_namespaces=sorted({s.namespace for s in consumers}),
+        )
+    ]
+    copies = [
+        Manifest(
+            COMPONENT,
+            "ca",
+            ctx.render_one(
+                "elastic/ca-secret.yaml.j2",
+                name=f"{service.name}-elasticsearch-ca",
+                namespace=service.namespace,
+                store=store,
+                secret=CA_SECRET,
+                refresh_interval=CA_REFRESH,
+            ),
+            stage=layout.RESOURCES,
+        )
+        for service in consumers
+    ]
+    return plumbing + copies

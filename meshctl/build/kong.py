@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from meshctl import models
+from meshctl.build import postgres
 from meshctl.build.context import (
     EDGE_WAVE,
     BuildContext,
@@ -33,6 +34,8 @@ def build(ctx: BuildContext) -> ComponentOutput:
         ssl_protocols=_ssl_protocols(gateway.tls.min_version),
         resources=resources(gateway.resources),
         pod_annotations=_pod_annotations(gateway),
+        # Kong in postgres mode without a host: the platform's own database.
+        platform_database=postgres.kong_connection(ctx),
         affinity=ctx.affinity(
             {"app.kubernetes.io/name": "kong", "app.kubernetes.io/instance": "kong"}
         ),
