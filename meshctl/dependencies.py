@@ -39,9 +39,11 @@ def settings_needs(settings: models.Settings) -> Iterator[Need]:
     if postgres.enabled:
         store_needed.append((("data", "postgres", "enabled"), "PostgreSQL's passwords"))
         if postgres.backup.enabled and data.object_storage is None:
+            # Located at the spec's switch: backups are usually on by profile.
             yield (
-                ("data", "postgres", "backup", "enabled"),
-                "backups go to object storage: set data.objectStorage, or turn backups off",
+                ("data", "postgres", "enabled"),
+                "PostgreSQL backups (data.postgres.backup) go to object storage: "
+                "set data.objectStorage, or turn backups off",
             )
     if data.redis.enabled:
         store_needed.append((("data", "redis", "enabled"), "Redis's password"))

@@ -427,7 +427,8 @@ class Resilience(Model):
 # --------------------------------------------------------------------------
 # Network: Calico
 
-CIDR_PATTERN = r"^([0-9]{1,3}\.){3}[0-9]{1,3}/([0-9]|[12][0-9]|3[0-2])$"
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+CIDR_PATTERN = rf"^({_OCTET}\.){{3}}{_OCTET}/([0-9]|[12][0-9]|3[0-2])$"
 
 
 class IpPool(Model):
@@ -469,7 +470,8 @@ class Network(Model):
 
 REMOTE_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9/_.+=@-]*$"
 RemoteKey = Annotated[str, StringConstraints(pattern=REMOTE_KEY_PATTERN, max_length=512)]
-HttpsUrl = Annotated[str, StringConstraints(pattern=r"^https://[^\s/?#]+(/[^\s?#]*)?$")]
+HTTPS_URL_PATTERN = r"^https://[^\s/?#]+(/[^\s?#]*)?$"
+HttpsUrl = Annotated[str, StringConstraints(pattern=HTTPS_URL_PATTERN)]
 
 
 class VaultStore(Model):
@@ -597,7 +599,8 @@ class Tls(Model):
 # Data tier
 
 StorageClass = Annotated[str, StringConstraints(pattern=HOSTNAME_PATTERN, max_length=253)]
-BucketName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+BucketName = Annotated[str, StringConstraints(pattern=BUCKET_PATTERN)]
 
 
 class Volume(Model):

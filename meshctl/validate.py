@@ -35,6 +35,13 @@ PATTERN_HINTS = {
     models.PATH_PATTERN: "must be a URL path starting with '/': no '.' or '..' segments, no "
     "spaces, double quotes, '?' or '#', and no encoded slash ('%2F')",
     models.ANNOTATION_KEY_PATTERN: "must be a Kubernetes annotation key such as example.com/name",
+    models.HTTPS_URL_PATTERN: "must be an https:// URL such as https://vault.example.com",
+    models.CIDR_PATTERN: "must be an IPv4 range such as 10.244.0.0/16",
+    models.BUCKET_PATTERN: "must be an S3 bucket name: 3 to 63 lowercase letters, digits, "
+    "'.' and '-'",
+    models.REMOTE_KEY_PATTERN: "must be a key in the secret store such as team/app/db "
+    "(letters, digits and / _ . + = @ -)",
+    models.EMAIL_PATTERN: "must be an e-mail address",
 }
 
 _YAML_TYPES = {

@@ -1,9 +1,693 @@
-"""calico: being built (issue 3)."""
+"""Calico: the tigera-operator chart (the Installation in its values) and the
+network policy that mirrors the spec's call graph at L3/L4.
+
+Policies are ``crd.projectcalico.org/v1`` objects, the datastore Calico's own
+components read (Felix through Typha); the Calico API server, which serves the
+``projectcalico.org/v3`` view of them, is turned off. Since Calico 3.32 a
+policy's datastore name is its v3 name: names carry no ``default.`` tier
+prefix (kube-controllers would "migrate" a prefixed one to a new object, which
+Argo CD would then prune and re-create forever). Every policy sits in the
+``default`` tier, named explicitly.
+
+The model (docs/network.md):
+
+- ``<platform>-default-deny`` selects every pod in the platform's namespaces
+  and has no rules: whatever no policy allows ends at the tier's implicit deny.
+- ``<platform>-baseline`` (order 100) lets those pods reach DNS, the API
+  server, istiod and the tracing collector; ``<platform>-mesh-egress`` lets
+  services reach the external hosts of ``mesh.egress`` (through the egress
+  gateway when there is one).
+- One policy per workload the spec declares (order 200): each service, Kong,
+  each data-tier endpoint. Each admits exactly its callers (``allowFrom``, the
+  graph Istio's AuthorizationPolicies are made from, identified by the same
+  namespace and service account) and the monitoring scrapes, may reach exactly
+  its callees, and ends with an explicit Deny, so a permissive policy a chart
+  ships (Bitnami's NetworkPolicies allow every source) cannot widen it.
+
+With ``network.defaultDeny: false`` only the ingress side of the per-workload
+policies stays: what the spec declares is still guarded as Istio guards it,
+everything else (undeclared pods, all egress) is open.
+"""
 
 from __future__ import annotations
 
-from meshctl.build.context import BuildContext, ComponentOutput
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from meshctl import layout, models
+from meshctl.build import elastic, istio, kong, postgres, redis
+from meshctl.build.context import (
+    CRDS_WAVE,
+    BuildContext,
+    ComponentOutput,
+    Endpoint,
+    Manifest,
+    Release,
+)
+from meshctl.build.names import dns_label
+from meshctl.errors import RenderError
+from meshctl.validate import GATEWAY_PEER
+
+COMPONENT = "calico"
+NAMESPACE = "tigera-operator"
+RELEASE = "tigera-operator"
+
+# Policy order inside the default tier (lower first). The baseline comes before
+# the per-workload policies, whose trailing Deny would otherwise end it.
+BASELINE_ORDER = 100
+WORKLOAD_ORDER = 200
+
+# Peers outside the platform's namespaces, as their charts label them.
+KUBE_DNS = ("kube-system", {"k8s-app": "kube-dns"})
+ISTIOD = (istio.ISTIO_NAMESPACE, {"app": "istiod"})
+ISTIOD_XDS_PORT = 15012  # xDS and certificate signing over mTLS: all a sidecar uses
+EGRESS_GATEWAY = (istio.EGRESS_NAMESPACE, {"istio": "egressgateway"})
+EGRESS_GATEWAY_PORT = 443
+PROMETHEUS = ("monitoring", {"app.kubernetes.io/name": "prometheus"})
+SIDECAR_METRICS_PORTS = (15020, 15090)  # merged app + Envoy metrics, Envoy's own
+KONG_PODS = {"app.kubernetes.io/name": "kong", "app.kubernetes.io/instance": "kong"}
+KONG_HTTP_PORT, KONG_TLS_PORT = 8000, 8443  # the proxy's container ports
+KONG_WEBHOOK_PORT = 8080  # the ingress controller's admission webhook
+KONG_STATUS_PORT = 8100  # /metrics
+ACME_SOLVER = {"acme.cert-manager.io/http01-solver": "true"}
+ACME_SOLVER_PORT = 8089
+
+# What the data tier needs beyond its Endpoint: the operator reaching its pods
+# (CloudNativePG: instance manager and PostgreSQL; ECK: the Elasticsearch API)
+# and the Prometheus exporters (CloudNativePG's instances and poolers, the
+# Bitnami chart's redis_exporter).
+OPERATORS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "postgres": (postgres.OPERATOR_NAMESPACE, (postgres.STATUS_PORT, postgres.PORT)),
+    "elasticsearch": (elastic.OPERATOR_NAMESPACE, (elastic.HTTP_PORT,)),
+}
+EXPORTER_PORTS: dict[str, tuple[int, ...]] = {
+    "postgres": (postgres.METRICS_PORT, postgres.POOLER_METRICS_PORT),
+    "redis": (9121,),
+}
+
+_IN_CLUSTER_HOST = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\.(?P<ns>[a-z0-9]([-a-z0-9]*[a-z0-9])?)\.svc(\..+)?$"
+)
+_SELECTOR_TEXT = re.compile(r"^[A-Za-z0-9._/-]*$")
 
 
 def build(ctx: BuildContext) -> ComponentOutput:
-    return ComponentOutput()
+    network = ctx.settings.network
+    release = Release(
+        RELEASE,
+        "tigera-operator",
+        NAMESPACE,
+        ctx.render_one(
+            "calico/values.yaml.j2",
+            calico_network=_calico_network(network.calico),
+        ),
+        wave=CRDS_WAVE,
+        component=COMPONENT,
+    )
+    graph = Graph.of(ctx)
+    manifests = _namespace_policies(ctx, graph) if network.default_deny else []
+    manifests += _workload_policies(ctx, graph)
+    return ComponentOutput([release], manifests)
+
+
+# -- the Installation ------------------------------------------------------------
+
+
+def _calico_network(calico: models.Calico) -> dict[str, Any]:
+    """installation.calicoNetwork: the operator's Installation spec, as Helm values.
+
+    Each pool lists every field the operator would fill in: Argo CD compares
+    the ipPools list as a whole, and a defaulted field it does not expect would
+    keep the Application out of sync (and self-heal fighting the operator).
+    """
+    pools = [
+        {
+            "name": "default-ipv4-ippool" if i == 0 else f"ipv4-ippool-{i}",
+            "cidr": pool.cidr,
+            "blockSize": pool.block_size,
+            "encapsulation": pool.encapsulation,
+            "natOutgoing": "Enabled" if pool.nat_outgoing else "Disabled",
+            "nodeSelector": "all()",
+            "allowedUses": ["Workload", "Tunnel"],
+            "assignmentMode": "Automatic",
+            "disableBGPExport": False,
+        }
+        for i, pool in enumerate(calico.ip_pools)
+    ]
+    network: dict[str, Any] = {"bgp": calico.bgp, "ipPools": pools}
+    if calico.mtu is not None:
+        network["mtu"] = calico.mtu
+    return network
+
+
+# -- the graph -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Pods the spec declares: a service, Kong, or a data-tier component."""
+
+    name: str
+    namespace: str
+    pods: tuple[Mapping[str, str], ...]  # label sets; a pod matching any of them
+    account: str | None = None  # its mesh identity (with the namespace), if it has one
+
+    @property
+    def selector(self) -> str:
+        return any_of(self.pods)
+
+    def source(self) -> dict[str, Any]:
+        """This workload as a rule's source: by service account where it has one,
+        the identity Istio authorizes, else by its pods' labels."""
+        if self.account is not None:
+            return {
+                "namespaceSelector": namespace_is(self.namespace),
+                "serviceAccounts": {"names": [self.account]},
+            }
+        return {"namespaceSelector": namespace_is(self.namespace), "selector": self.selector}
+
+    def destination(self, ports: Iterable[int]) -> dict[str, Any]:
+        return {
+            "namespaceSelector": namespace_is(self.namespace),
+            "selector": self.selector,
+            "ports": sorted(set(ports)),
+        }
+
+
+@dataclass(frozen=True)
+class Edge:
+    caller: str
+    callee: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Graph:
+    """Who may call whom on which port: ``allowFrom`` (what Istio authorizes) and
+    the data tier named in ``uses``. Both ends of every edge are opened."""
+
+    workloads: dict[str, Workload]
+    edges: tuple[Edge, ...]
+    endpoints: dict[str, Endpoint]
+
+    @classmethod
+    def of(cls, ctx: BuildContext) -> Graph:
+        gateway = ctx.settings.gateway
+        workloads = {
+            GATEWAY_PEER: Workload(
+                GATEWAY_PEER, gateway.namespace, (KONG_PODS,), kong.SERVICE_ACCOUNT
+            )
+        }
+        for service in ctx.spec.services:
+            workloads[service.name] = Workload(
+                service.name, service.namespace, (service.pod_selector,), service.account
+            )
+        endpoints = data_endpoints(ctx)
+        for endpoint in endpoints.values():
+            workloads[endpoint.name] = Workload(
+                endpoint.name, endpoint.namespace, endpoint.selectors
+            )
+        # The port Istio's sidecar connects to is the pod's (targetPort);
+        # meshctl knows the Service port and assumes they are equal.
+        edges = {
+            Edge(caller, service.name, service.port)
+            for service in ctx.spec.services
+            for caller in service.allow_from
+        }
+        edges |= {
+            Edge(service.name, use, endpoints[use].port)
+            for service in ctx.spec.services
+            for use in service.uses
+            if use in endpoints
+        }
+        if postgres.kong_uses_platform_database(ctx.settings) and "postgres" in endpoints:
+            edges.add(Edge(GATEWAY_PEER, "postgres", endpoints["postgres"].port))
+        ordered = tuple(sorted(edges, key=lambda e: (e.caller, e.callee, e.port)))
+        return cls(workloads, ordered, endpoints)
+
+    def ingress(self, name: str) -> list[dict[str, Any]]:
+        """Allow rules for the callers of `name`."""
+        return [
+            allow_tcp([edge.port], source=self.workloads[edge.caller].source())
+            for edge in self.edges
+            if edge.callee == name
+        ]
+
+    def egress(self, name: str) -> list[dict[str, Any]]:
+        """Allow rules for the callees of `name`."""
+        return [
+            allow_tcp(destination=self.workloads[edge.callee].destination([edge.port]))
+            for edge in self.edges
+            if edge.caller == name
+        ]
+
+
+def data_endpoints(ctx: BuildContext) -> dict[str, Endpoint]:
+    """The data-tier components enabled in this environment, where clients reach them."""
+    found = (postgres.endpoint(ctx), redis.endpoint(ctx), elastic.endpoint(ctx))
+    return {endpoint.name: endpoint for endpoint in found if endpoint is not None}
+
+
+# -- namespace-wide policy (default deny only) -------------------------------------
+
+
+def platform_namespaces(ctx: BuildContext) -> list[str]:
+    """The namespaces meshctl guards: services', Kong's, and the data tier's when
+    any data component is on. System and operator namespaces never are."""
+    data = ctx.settings.data
+    namespaces = {s.namespace for s in ctx.spec.services} | {ctx.settings.gateway.namespace}
+    if data.postgres.enabled or data.redis.enabled or data.elasticsearch.enabled:
+        namespaces.add(data.namespace)
+    return sorted(namespaces)
+
+
+def _namespace_policies(ctx: BuildContext, graph: Graph) -> list[Manifest]:
+    platform = ctx.platform.name
+    in_platform = f"projectcalico.org/namespace in {_set(platform_namespaces(ctx))}"
+    docs = [
+        _global_policy(
+            ctx,
+            dns_label(platform, "default-deny"),
+            selector=in_platform,
+            types=["Ingress", "Egress"],
+            description="Everything in the platform's namespaces that no policy allows is "
+            "denied (the default tier's implicit deny).",
+        ),
+        _global_policy(
+            ctx,
+            dns_label(platform, "baseline"),
+            order=BASELINE_ORDER,
+            selector=in_platform,
+            types=["Egress"],
+            egress=_baseline_egress(ctx),
+            description="What every pod of the platform needs: DNS, the Kubernetes API, "
+            "istiod, the tracing collector.",
+        ),
+    ]
+    mesh_egress = _mesh_egress(ctx)
+    if mesh_egress:
+        services = sorted({s.namespace for s in ctx.spec.services})
+        docs.append(
+            _global_policy(
+                ctx,
+                dns_label(platform, "mesh-egress"),
+                order=BASELINE_ORDER,
+                selector=f"projectcalico.org/namespace in {_set(services)}",
+                types=["Egress"],
+                egress=mesh_egress,
+                description="The services' calls to mesh.egress.hosts (HTTPS).",
+            )
+        )
+    return [Manifest(COMPONENT, "default-deny", doc, stage=layout.FOUNDATION) for doc in docs]
+
+
+def _baseline_egress(ctx: BuildContext) -> list[dict[str, Any]]:
+    dns = {
+        "namespaceSelector": namespace_is(KUBE_DNS[0]),
+        "selector": all_of(KUBE_DNS[1]),
+        "ports": [53],
+    }
+    rules = [
+        {"action": "Allow", "protocol": "UDP", "destination": dns},
+        {"action": "Allow", "protocol": "TCP", "destination": dns},
+        # Calico resolves the Service to its endpoints (the API servers, often
+        # on 6443 or outside the pod network), after kube-proxy's DNAT.
+        {
+            "action": "Allow",
+            "destination": {"services": {"name": "kubernetes", "namespace": "default"}},
+        },
+        allow_tcp(
+            destination={
+                "namespaceSelector": namespace_is(ISTIOD[0]),
+                "selector": all_of(ISTIOD[1]),
+                "ports": [ISTIOD_XDS_PORT],
+            }
+        ),
+    ]
+    collector = ctx.settings.mesh.tracing.collector
+    if collector is not None:
+        rules.append(allow_tcp(destination=_host(collector.host, collector.port, ctx)))
+    return rules
+
+
+def _mesh_egress(ctx: BuildContext) -> list[dict[str, Any]]:
+    egress = ctx.settings.mesh.egress
+    if not egress.hosts:
+        return []
+    if egress.gateway.enabled:
+        # The only way out: the egress gateway, which Istio routes these hosts through.
+        namespace, pods = EGRESS_GATEWAY
+        return [
+            allow_tcp(
+                destination={
+                    "namespaceSelector": namespace_is(namespace),
+                    "selector": all_of(pods),
+                    "ports": [EGRESS_GATEWAY_PORT],
+                }
+            )
+        ]
+    # Calico OSS cannot match DNS names: HTTPS to anything outside the pod network.
+    return [allow_tcp(destination=_outside(ctx, 443))]
+
+
+def _database_ingress(ctx: BuildContext) -> list[dict[str, Any]]:
+    """Kong's own database, when it runs in-cluster in one of the platform's
+    (default-denied) namespaces: let Kong in on its port."""
+    database = ctx.settings.gateway.database
+    if database.mode != "postgres" or database.host is None:
+        return []
+    namespace = in_cluster_namespace(database.host)
+    if namespace is None or namespace not in platform_namespaces(ctx):
+        return []
+    kong_pods = Workload(
+        GATEWAY_PEER, ctx.settings.gateway.namespace, (KONG_PODS,), kong.SERVICE_ACCOUNT
+    )
+    return [
+        _policy(
+            ctx,
+            "kong-database",
+            namespace,
+            selector="all()",
+            types=["Ingress"],
+            ingress=[allow_tcp([database.port], source=kong_pods.source())],
+            description=f"Kong reaches its database {database.host} (not declared in the spec).",
+        )
+    ]
+
+
+# -- one policy per declared workload -------------------------------------------------
+
+
+def _workload_policies(ctx: BuildContext, graph: Graph) -> list[Manifest]:
+    deny = ctx.settings.network.default_deny
+    types = ["Ingress", "Egress"] if deny else ["Ingress"]
+    sidecar_scrapes = [allow_tcp(SIDECAR_METRICS_PORTS, source=_prometheus())]
+    manifests = []
+    for service in ctx.spec.services:
+        workload = graph.workloads[service.name]
+        doc = _policy(
+            ctx,
+            service.name,
+            service.namespace,
+            selector=workload.selector,
+            types=types,
+            ingress=[*graph.ingress(service.name), *sidecar_scrapes, DENY],
+            egress=[*graph.egress(service.name), DENY] if deny else None,
+            description=f"Who may call {service.name} (allowFrom) and what it may call.",
+        )
+        manifests.append(Manifest("services", service.name, doc, stage=layout.FOUNDATION))
+
+    gateway = [_gateway_policy(ctx, graph, types)]
+    if deny:
+        gateway += _database_ingress(ctx)
+    manifests += [Manifest(COMPONENT, "gateway", doc, stage=layout.FOUNDATION) for doc in gateway]
+    if ctx.settings.tls.issuer == "acme":
+        manifests += [
+            Manifest(COMPONENT, "acme-solvers", doc, stage=layout.FOUNDATION)
+            for doc in _acme_solver_policies(ctx, graph)
+        ]
+    manifests += [
+        Manifest(
+            COMPONENT, "data", _data_policy(ctx, graph, endpoint, types), stage=layout.FOUNDATION
+        )
+        for endpoint in graph.endpoints.values()
+    ]
+    return manifests
+
+
+def _gateway_policy(ctx: BuildContext, graph: Graph, types: list[str]) -> dict[str, Any]:
+    gateway = ctx.settings.gateway
+    proxy_ports = [KONG_HTTP_PORT, KONG_TLS_PORT] if gateway.tls.enabled else [KONG_HTTP_PORT]
+    scrape_ports = [
+        *SIDECAR_METRICS_PORTS,
+        *([KONG_STATUS_PORT] if gateway.metrics.enabled else []),
+    ]
+    ingress = [
+        # Clients arrive from the load balancer, often SNATed to a node's
+        # address: any source (loadBalancerSourceRanges filter at the balancer).
+        allow_tcp(proxy_ports),
+        # The API server calls the admission webhook from outside the pod network.
+        allow_tcp([KONG_WEBHOOK_PORT]),
+        allow_tcp(scrape_ports, source=_prometheus()),
+        DENY,
+    ]
+    egress = None
+    if ctx.settings.network.default_deny:
+        egress = graph.egress(GATEWAY_PEER)
+        if ctx.settings.tls.issuer == "acme":
+            egress.append(
+                allow_tcp(
+                    destination={
+                        "namespaceSelector": namespace_in(_certificate_namespaces(ctx)),
+                        "selector": all_of(ACME_SOLVER),
+                        "ports": [ACME_SOLVER_PORT],
+                    }
+                )
+            )
+        database = gateway.database
+        if database.mode == "postgres" and database.host is not None:
+            egress.append(allow_tcp(destination=_host(database.host, database.port, ctx)))
+        egress.append(DENY)
+    return _policy(
+        ctx,
+        "kong",
+        gateway.namespace,
+        selector=all_of(KONG_PODS),
+        types=types,
+        ingress=ingress,
+        egress=egress,
+        description="Kong: public traffic in, the routed services (allowFrom: gateway) out.",
+    )
+
+
+def _certificate_namespaces(ctx: BuildContext) -> list[str]:
+    """Where Certificates, and so HTTP-01 solver pods, live: the services' namespaces."""
+    return sorted({s.namespace for s in ctx.spec.services})
+
+
+def _acme_solver_policies(ctx: BuildContext, graph: Graph) -> list[dict[str, Any]]:
+    kong_source = graph.workloads[GATEWAY_PEER].source()
+    return [
+        _policy(
+            ctx,
+            "acme-http01-solver",
+            namespace,
+            selector=all_of(ACME_SOLVER),
+            types=["Ingress"],
+            ingress=[allow_tcp([ACME_SOLVER_PORT], source=kong_source), DENY],
+            description="cert-manager's HTTP-01 solvers answer the ACME server through Kong.",
+        )
+        for namespace in _certificate_namespaces(ctx)
+    ]
+
+
+def _data_policy(
+    ctx: BuildContext, graph: Graph, endpoint: Endpoint, types: list[str]
+) -> dict[str, Any]:
+    own = graph.workloads[endpoint.name]
+    peer_ports = sorted({endpoint.port, *endpoint.peer_ports})
+    # Peers are in the policy's own namespace: a selector alone names them.
+    peers = {"selector": own.selector}
+    ingress = graph.ingress(endpoint.name)
+    ingress.append(allow_tcp(peer_ports, source=peers))
+    if endpoint.name in OPERATORS:
+        namespace, ports = OPERATORS[endpoint.name]
+        ingress.append(allow_tcp(ports, source={"namespaceSelector": namespace_is(namespace)}))
+    if endpoint.name in EXPORTER_PORTS:
+        ingress.append(allow_tcp(EXPORTER_PORTS[endpoint.name], source=_prometheus()))
+    ingress.append(DENY)
+    egress = None
+    if ctx.settings.network.default_deny:
+        egress = [allow_tcp(destination={**peers, "ports": peer_ports})]
+        store = ctx.settings.data.object_storage
+        if endpoint.name == "postgres" and ctx.settings.data.postgres.backup.enabled and store:
+            egress.append(allow_tcp(destination=_object_store(store, ctx)))
+        egress.append(DENY)
+    return _policy(
+        ctx,
+        endpoint.name,
+        endpoint.namespace,
+        selector=own.selector,
+        types=types,
+        ingress=ingress,
+        egress=egress,
+        description=f"{endpoint.name}: the services that use it, its own peers and operator.",
+    )
+
+
+# -- destinations outside the graph ----------------------------------------------------
+
+
+def in_cluster_namespace(host: str) -> str | None:
+    """The namespace of a Service DNS name (<svc>.<namespace>.svc[.<cluster domain>])."""
+    match = _IN_CLUSTER_HOST.match(host)
+    return match.group("ns") if match else None
+
+
+def _host(host: str, port: int, ctx: BuildContext) -> dict[str, Any]:
+    """A destination known only by DNS name: its namespace if it is a Service
+    (any pod there, on the port), else anything outside the pod network."""
+    namespace = in_cluster_namespace(host)
+    if namespace is not None:
+        return {"namespaceSelector": namespace_is(namespace), "ports": [port]}
+    return _outside(ctx, port)
+
+
+def _outside(ctx: BuildContext, port: int) -> dict[str, Any]:
+    cidrs = sorted({pool.cidr for pool in ctx.settings.network.calico.ip_pools})
+    return {"notNets": cidrs, "ports": [port]}
+
+
+def _object_store(store: models.ObjectStorage, ctx: BuildContext) -> dict[str, Any]:
+    if store.endpoint is None:  # AWS S3
+        return _outside(ctx, 443)
+    url = urlsplit(store.endpoint)
+    return _host(url.hostname or "", url.port or 443, ctx)
+
+
+def _prometheus() -> dict[str, Any]:
+    namespace, pods = PROMETHEUS
+    return {"namespaceSelector": namespace_is(namespace), "selector": all_of(pods)}
+
+
+# -- Calico rule and selector syntax ---------------------------------------------------
+
+DENY: dict[str, Any] = {"action": "Deny"}
+
+
+def allow_tcp(
+    ports: Iterable[int] | None = None,
+    *,
+    source: dict[str, Any] | None = None,
+    destination: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An Allow rule for TCP; `ports` are the destination's (or set in `destination`)."""
+    rule: dict[str, Any] = {"action": "Allow", "protocol": "TCP"}
+    if source:
+        rule["source"] = source
+    target = dict(destination or {})
+    if ports is not None:
+        target["ports"] = sorted(set(ports))
+    if target:
+        rule["destination"] = target
+    return rule
+
+
+def _quoted(value: str) -> str:
+    if not _SELECTOR_TEXT.match(value):  # the models' patterns guarantee it
+        raise RenderError(f"cannot use {value!r} in a Calico selector")
+    return f"'{value}'"
+
+
+def all_of(labels: Mapping[str, str]) -> str:
+    """Pods carrying every label: Calico selector syntax."""
+    if not labels:
+        return "all()"
+    return " && ".join(f"{_key(k)} == {_quoted(v)}" for k, v in sorted(labels.items()))
+
+
+def any_of(label_sets: Iterable[Mapping[str, str]]) -> str:
+    parts = sorted({all_of(labels) for labels in label_sets})
+    if len(parts) == 1:
+        return parts[0]
+    return " || ".join(f"({part})" for part in parts)
+
+
+def namespace_is(namespace: str) -> str:
+    return f"projectcalico.org/name == {_quoted(namespace)}"
+
+
+def namespace_in(namespaces: Iterable[str]) -> str:
+    return f"projectcalico.org/name in {_set(namespaces)}"
+
+
+def _set(values: Iterable[str]) -> str:
+    return "{" + ", ".join(_quoted(v) for v in sorted(set(values))) + "}"
+
+
+def _key(key: str) -> str:
+    if not _SELECTOR_TEXT.match(key) or not key:
+        raise RenderError(f"cannot use the label key {key!r} in a Calico selector")
+    return key
+
+
+# -- objects ------------------------------------------------------------------------------
+
+
+def _policy(
+    ctx: BuildContext,
+    name: str,
+    namespace: str,
+    *,
+    selector: str,
+    types: list[str],
+    ingress: list[dict[str, Any]] | None = None,
+    egress: list[dict[str, Any]] | None = None,
+    description: str,
+) -> dict[str, Any]:
+    return _render(
+        ctx,
+        "NetworkPolicy",
+        name,
+        namespace,
+        order=WORKLOAD_ORDER,
+        selector=selector,
+        types=types,
+        ingress=ingress,
+        egress=egress,
+        description=description,
+    )
+
+
+def _global_policy(
+    ctx: BuildContext,
+    name: str,
+    *,
+    selector: str,
+    types: list[str],
+    order: int | None = None,
+    egress: list[dict[str, Any]] | None = None,
+    description: str,
+) -> dict[str, Any]:
+    return _render(
+        ctx,
+        "GlobalNetworkPolicy",
+        name,
+        None,
+        order=order,
+        selector=selector,
+        types=types,
+        ingress=None,
+        egress=egress,
+        description=description,
+    )
+
+
+def _render(
+    ctx: BuildContext,
+    kind: str,
+    name: str,
+    namespace: str | None,
+    *,
+    order: int | None,
+    selector: str,
+    types: list[str],
+    ingress: list[dict[str, Any]] | None,
+    egress: list[dict[str, Any]] | None,
+    description: str,
+) -> dict[str, Any]:
+    return ctx.render_one(
+        "calico/policy.yaml.j2",
+        kind=kind,
+        name=name,
+        namespace=namespace,
+        order=order,
+        selector=selector,
+        types=types,
+        ingress=ingress,
+        egress=egress,
+        description=description,
+    )

@@ -80,6 +80,7 @@ class Consumer:
     namespace: str
     secret: str
     description: str
+    gateway: bool = False  # Kong (else a service)
 
 
 def consumers(ctx: BuildContext) -> list[Consumer]:
@@ -94,6 +95,7 @@ def consumers(ctx: BuildContext) -> list[Consumer]:
                 settings.gateway.namespace,
                 f"{KONG_ROLE}-{COMPONENT}",
                 "Kong Gateway (meshctl)",
+                gateway=True,
             )
         )
     for service in sorted(ctx.spec.services, key=lambda s: s.name):
@@ -265,22 +267,32 @@ def manifest_resources(block: models.Resources) -> dict[str, Any]:
     return out
 
 
+def _reloaded(manifest: Manifest) -> Manifest:
+    """Label the Secret an ExternalSecret makes so that CloudNativePG applies a
+    changed password at once (unlabelled: at some later reconciliation)."""
+    template = manifest.body["spec"]["target"].setdefault("template", {})
+    template["metadata"] = {"labels": {"cnpg.io/reload": "true"}}
+    return manifest
+
+
 def _credentials(ctx: BuildContext, clients: list[Consumer]) -> list[Manifest]:
     """The owner's Secret, a Secret per role (data namespace), and each consumer's copy."""
     data = ctx.settings.data
     namespace = data.namespace
     manifests = [
-        secrets.credential(
-            ctx,
-            COMPONENT,
-            "credentials",
-            secrets.Credential(
-                name=OWNER_SECRET,
-                namespace=namespace,
-                properties={"password": "password"},
-                type="kubernetes.io/basic-auth",
-                literals={"username": data.postgres.database},
-            ),
+        _reloaded(
+            secrets.credential(
+                ctx,
+                COMPONENT,
+                "credentials",
+                secrets.Credential(
+                    name=OWNER_SECRET,
+                    namespace=namespace,
+                    properties={"password": "password"},
+                    type="kubernetes.io/basic-auth",
+                    literals={"username": data.postgres.database},
+                ),
+            )
         )
     ]
     rw_pooler = _host(pooler_name("rw"), namespace)
@@ -288,21 +300,23 @@ def _credentials(ctx: BuildContext, clients: list[Consumer]) -> list[Manifest]:
     for client in clients:
         store_key = secrets.remote_key(ctx, role_secret(client.role))
         manifests.append(
-            secrets.credential(
-                ctx,
-                COMPONENT,
-                "credentials",
-                secrets.Credential(
-                    name=role_secret(client.role),
-                    namespace=namespace,
-                    properties={"password": "password"},
-                    remote=store_key,
-                    type="kubernetes.io/basic-auth",
-                    literals={"username": client.role},
-                ),
+            _reloaded(
+                secrets.credential(
+                    ctx,
+                    COMPONENT,
+                    "credentials",
+                    secrets.Credential(
+                        name=role_secret(client.role),
+                        namespace=namespace,
+                        properties={"password": "password"},
+                        remote=store_key,
+                        type="kubernetes.io/basic-auth",
+                        literals={"username": client.role},
+                    ),
+                )
             )
         )
-        if client.role == KONG_ROLE and kong_uses_platform_database(ctx.settings):
+        if client.gateway:
             wanted = secrets.Credential(
                 name=client.secret,
                 namespace=client.namespace,
@@ -391,9 +405,9 @@ def _parameters(postgres: models.Postgres, clients: list[Consumer]) -> dict[str,
         parameters["effective_cache_size"] = f"{mib * 3 // 4}MB"
     # Room for every pooler pod's pool per service role, Kong's own
     # connections, and administration; PostgreSQL's default is 100.
-    services = sum(1 for c in clients if c.role != KONG_ROLE)
+    services = sum(1 for c in clients if not c.gateway)
     needed = postgres.pooler.instances * postgres.pooler.default_pool_size * services + 50
-    if any(c.role == KONG_ROLE for c in clients):
+    if any(c.gateway for c in clients):
         needed += 50
     parameters["max_connections"] = str(max(100, -(-needed // 50) * 50))
     return {**parameters, **postgres.parameters}
