@@ -16,6 +16,12 @@ from meshctl.yamlio import Path
 
 Need = tuple[Path, str]
 
+# Users Elasticsearch's security features reserve (the others hold '_', which
+# service names cannot): a file-realm user of that name would take over the built-in.
+ELASTICSEARCH_RESERVED_USERS = ("elastic", "kibana")
+# Below this a JVM-based Elasticsearch node does not start usefully.
+ELASTICSEARCH_MIN_HEAP = "256Mi"
+
 _MEMORY_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 _MEMORY_UNITS.update({"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40})
 
@@ -59,6 +65,12 @@ def settings_needs(settings: models.Settings) -> Iterator[Need]:
         for path, what in store_needed:
             yield path, f"{what} come from the secret store: set spec.secrets"
     elastic = data.elasticsearch
+    if elastic.enabled and memory_bytes(elastic.heap) < memory_bytes(ELASTICSEARCH_MIN_HEAP):
+        yield (
+            ("data", "elasticsearch", "heap"),
+            f"heap {elastic.heap} is too small for Elasticsearch (at least "
+            f"{ELASTICSEARCH_MIN_HEAP})",
+        )
     limit = elastic.resources.limits.memory
     if elastic.enabled and limit and memory_bytes(elastic.heap) * 2 > memory_bytes(limit):
         yield (
@@ -71,6 +83,16 @@ def settings_needs(settings: models.Settings) -> Iterator[Need]:
 def service_needs(settings: models.Settings, spec: models.PlatformSpec) -> Iterator[Need]:
     """Services that use a data component the environment does not run, at spec paths."""
     for index, service in enumerate(spec.services):
+        if (
+            "elasticsearch" in service.uses
+            and service.name in ELASTICSEARCH_RESERVED_USERS
+            and settings.data.elasticsearch.enabled
+        ):
+            yield (
+                ("spec", "services", index, "name"),
+                f"'{service.name}' uses elasticsearch, where '{service.name}' is a reserved "
+                "user (each service gets a user of its own name): rename the service",
+            )
         for j, target in enumerate(service.uses):
             if target in DATA_PEERS and not _enabled(settings.data, target):
                 yield (

@@ -687,6 +687,11 @@ class Elasticsearch(Model):
     nodes: int = Field(ge=1, le=50, description="Nodes of the one node set (all roles).")
     storage: Volume
     heap: MemoryQuantity = Field(description="JVM heap; at most half the memory limit.")
+    mmap: bool = Field(
+        False,
+        description="Let Elasticsearch memory-map its files: only where the nodes already set "
+        "vm.max_map_count to 1048576 (meshctl runs no privileged init container).",
+    )
     resources: Resources
     kibana: Kibana
 

@@ -16,9 +16,10 @@ import yaml
 from meshctl.build import elastic, redis
 from meshctl.build.context import BuildContext
 from meshctl.errors import RenderError
+from meshctl.resources import example_spec
 
 import harness
-from conftest import Rendered
+from conftest import Rendered, meshctl
 
 ENVIRONMENTS = ("dev", "staging", "prod")
 DATA_NAMESPACE = "data"
@@ -190,6 +191,9 @@ def test_redis_endpoint(example_tree: Rendered, rendered_trees: dict[str, Render
     assert prod is not None
     assert prod.host == "redis.data.svc"
     assert prod.peer_ports == (6379, 26379)
+    # Sentinel-aware clients talk to a sentinel first, then to the master.
+    assert redis.client_ports(_context(example_tree, "dev")) == (6379,)
+    assert redis.client_ports(_context(example_tree, "prod")) == (6379, 26379)
     minimal = rendered_trees["minimal"]
     for env in minimal.result.environments:
         assert redis.endpoint(_context(minimal, env)) is None
@@ -428,9 +432,14 @@ def test_elasticsearch_endpoint(
             {"elasticsearch.k8s.elastic.co/cluster-name": "elasticsearch"},
         )
         assert set(endpoint.peer_ports) == {9200, 9300}
+        # Kibana calls Elasticsearch from the data namespace: the network policy needs it.
+        assert elastic.kibana_pods(_context(example_tree, env)) == {
+            "kibana.k8s.elastic.co/name": "kibana"
+        }
     minimal = rendered_trees["minimal"]
     for env in minimal.result.environments:
         assert elastic.endpoint(_context(minimal, env)) is None
+        assert elastic.kibana_pods(_context(minimal, env)) is None
 
 
 def test_eck_operator_is_a_crd_wave_release_watching_the_data_namespace(
@@ -447,3 +456,17 @@ def test_eck_operator_is_a_crd_wave_release_watching_the_data_namespace(
         redis_app = _one(objects, "Application", f"parallel-ai-{env}-redis")
         assert redis_app["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] == "2"
         assert redis_app["spec"]["destination"]["namespace"] == DATA_NAMESPACE
+
+
+def test_a_service_named_like_a_reserved_user_cannot_use_elasticsearch(tmp_path: Path) -> None:
+    text = example_spec().read_text().replace("orchestrator", "kibana")
+    spec = tmp_path / "platform.yaml"
+    spec.write_text(text)
+    run = meshctl("validate", cwd=tmp_path)
+    assert run.code == 1
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if t == "  - name: kibana")
+    assert (
+        f"platform.yaml:{line}:11: spec.services[2].name: 'kibana' uses elasticsearch, where "
+        "'kibana' is a reserved user (each service gets a user of its own name): rename the "
+        "service (environments dev, staging, prod)"
+    ) in run.stdout

@@ -146,3 +146,19 @@ def resources(block: models.Resources) -> dict[str, Any]:
         kind: {"cpu": amounts.cpu, "memory": amounts.memory}
         for kind, amounts in (("requests", block.requests), ("limits", block.limits))
     }
+
+
+def container_resources(block: models.Resources) -> dict[str, Any]:
+    """Requests and limits with only the amounts that are set: for pod templates
+    of custom resources, where a null quantity is invalid (no chart default to
+    delete)."""
+    out: dict[str, Any] = {}
+    for kind, amounts in (("requests", block.requests), ("limits", block.limits)):
+        values = {
+            name: value
+            for name, value in (("cpu", amounts.cpu), ("memory", amounts.memory))
+            if value is not None
+        }
+        if values:
+            out[kind] = values
+    return out

@@ -20,7 +20,6 @@ docs/data-redis-elastic.md.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from meshctl import layout, models, yamlio
@@ -32,8 +31,9 @@ from meshctl.build.context import (
     Endpoint,
     Manifest,
     Release,
+    container_resources,
 )
-from meshctl.build.redis import container_resources
+from meshctl.dependencies import ELASTICSEARCH_RESERVED_USERS, memory_bytes
 from meshctl.errors import RenderError
 
 COMPONENT = "elastic"
@@ -55,24 +55,8 @@ CLUSTER_LABEL = "elasticsearch.k8s.elastic.co/cluster-name"
 KIBANA_LABEL = "kibana.k8s.elastic.co/name"
 # Elasticsearch's default with a TLS 1.3 JDK; stated so no setting can lower it.
 TLS_PROTOCOLS = ["TLSv1.3", "TLSv1.2"]
-# Users the security features reserve (the others hold '_', which service
-# names cannot): a file-realm user of that name would take over the built-in.
-RESERVED_USERS = ("elastic", "kibana")
 # ECK rotates its certificates a day before they expire (caRotateBefore).
 CA_REFRESH = "1h"
-
-_QUANTITY = re.compile(r"^([0-9]+)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
-_FACTORS = {
-    None: 1,
-    "k": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-}
 
 
 def endpoint(ctx: BuildContext) -> Endpoint | None:
@@ -90,6 +74,13 @@ def endpoint(ctx: BuildContext) -> Endpoint | None:
     )
 
 
+def kibana_pods(ctx: BuildContext) -> dict[str, str] | None:
+    """Kibana's pods (data namespace), which call Elasticsearch on HTTP_PORT; None
+    when Kibana is off. Not part of the Endpoint: they are a client, not a server."""
+    es = ctx.settings.data.elasticsearch
+    return {KIBANA_LABEL: KIBANA} if es.enabled and es.kibana.enabled else None
+
+
 def host(ctx: BuildContext) -> str:
     return f"{HTTP_SERVICE}.{ctx.settings.data.namespace}.svc"
 
@@ -105,10 +96,7 @@ def java_heap(quantity: str) -> str:
     to one: the JVM wants multiples of 1024, and the heap must stay under the
     size asked for.
     """
-    match = _QUANTITY.match(quantity)
-    if match is None:  # the model's pattern guarantees the form
-        raise RenderError(f"cannot turn the heap size {quantity!r} into a JVM size")
-    size = int(match.group(1)) * _FACTORS[match.group(2)]
+    size = memory_bytes(quantity)  # the model's pattern guarantees the form
     if size >= 2**30 and size % 2**30 == 0:
         return f"{size // 2**30}g"
     if size < 2**21:  # the JVM refuses a heap under 2 MiB
@@ -123,11 +111,8 @@ def build(ctx: BuildContext) -> ComponentOutput:
     namespace = ctx.settings.data.namespace
     consumers = [s for s in ctx.spec.services if "elasticsearch" in s.uses]
     for service in consumers:
-        if service.name in RESERVED_USERS:
-            raise RenderError(
-                f"service {service.name!r} uses elasticsearch, but {service.name!r} is a "
-                "user Elasticsearch reserves: rename the service"
-            )
+        if service.name in ELASTICSEARCH_RESERVED_USERS:  # validate refuses it first
+            raise RenderError(f"service {service.name!r} would take over a reserved user")
     values = ctx.render_one("elastic/operator-values.yaml.j2", managed_namespaces=[namespace])
     release = Release(
         OPERATOR_RELEASE, "eck-operator", OPERATOR_NAMESPACE, values, CRDS_WAVE, COMPONENT
@@ -162,12 +147,13 @@ def _elasticsearch(
 ) -> Manifest:
     resilience = ctx.settings.resilience
     config: dict[str, Any] = {
-        # No privileged init container to raise vm.max_map_count (pods stay
-        # non-root): Elasticsearch does without mmap. See the docs.
-        "node.store.allow_mmap": False,
         "xpack.security.http.ssl.supported_protocols": TLS_PROTOCOLS,
         "xpack.security.transport.ssl.supported_protocols": TLS_PROTOCOLS,
     }
+    if not es.mmap:
+        # No privileged init container to raise vm.max_map_count (pods stay
+        # non-root): Elasticsearch does without mmap. See the docs.
+        config["node.store.allow_mmap"] = False
     auth: dict[str, Any] = {}
     if consumers:
         auth = {

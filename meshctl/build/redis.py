@@ -28,6 +28,7 @@ from meshctl.build.context import (
     Endpoint,
     Manifest,
     Release,
+    container_resources,
 )
 
 COMPONENT = "redis"
@@ -78,6 +79,12 @@ def endpoint(ctx: BuildContext) -> Endpoint | None:
         # Replication between the nodes and Sentinel's gossip; one pod alone has no peers.
         peer_ports=(PORT, SENTINEL_PORT) if sentinel else (),
     )
+
+
+def client_ports(ctx: BuildContext) -> tuple[int, ...]:
+    """Every port a client uses: Sentinel's as well in sentinel mode (a client asks
+    a sentinel for the master, then connects to it). Endpoint.port is only 6379."""
+    return (PORT, SENTINEL_PORT) if ctx.settings.data.redis.mode == "sentinel" else (PORT,)
 
 
 def host(ctx: BuildContext) -> str:
@@ -143,20 +150,6 @@ def _values_context(ctx: BuildContext, redis: models.Redis) -> dict[str, Any]:
         "anti_affinity": "soft" if resilience.anti_affinity else "",
         "topology_spread": ctx.zone_spread(selector) or [],
     }
-
-
-def container_resources(block: models.Resources) -> dict[str, Any]:
-    """Requests and limits with only the amounts that are set (no nulls)."""
-    out: dict[str, Any] = {}
-    for kind, amounts in (("requests", block.requests), ("limits", block.limits)):
-        values = {
-            name: value
-            for name, value in (("cpu", amounts.cpu), ("memory", amounts.memory))
-            if value is not None
-        }
-        if values:
-            out[kind] = values
-    return out
 
 
 def _client_credentials(ctx: BuildContext) -> list[Manifest]:
