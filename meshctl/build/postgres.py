@@ -111,7 +111,9 @@ def consumers(ctx: BuildContext) -> list[Consumer]:
     owner = settings.data.postgres.database
     seen: set[str] = set()
     for consumer in found:
-        # The validator refuses these first; reaching this is a bug in meshctl.
+        # A service named like the database owner, or `kong` beside a Kong on
+        # this database: `validate` should say so at the service's name; until
+        # it does, stop rather than render two consumers sharing one role.
         if consumer.role in (owner, *_OPERATOR_ROLES) or consumer.role in seen:
             raise RenderError(
                 f"PostgreSQL role '{consumer.role}' is taken (the database owner, an operator "
