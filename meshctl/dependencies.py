@@ -55,12 +55,18 @@ def settings_needs(settings: models.Settings) -> Iterator[Need]:
         store_needed.append((("data", "redis", "enabled"), "Redis's password"))
     if settings.tls.issuer == "ca":
         store_needed.append((("tls", "issuer"), "the CA's key"))
-    if database.mode == "postgres" and not database.external and not postgres.enabled:
-        yield (
-            ("gateway", "database", "mode"),
-            "Kong in postgres mode without a host uses the platform's PostgreSQL: "
-            "enable data.postgres, or set gateway.database.host",
-        )
+    if database.mode == "postgres" and not database.external:
+        if not postgres.enabled:
+            yield (
+                ("gateway", "database", "mode"),
+                "Kong in postgres mode without a host uses the platform's PostgreSQL: "
+                "enable data.postgres, or set gateway.database.host",
+            )
+        if not database.ssl:
+            yield (
+                ("gateway", "database", "ssl"),
+                "the platform's PostgreSQL accepts TLS connections only: set ssl to true",
+            )
     if settings.secrets is None:
         for path, what in store_needed:
             yield path, f"{what} come from the secret store: set spec.secrets"
@@ -93,6 +99,14 @@ def service_needs(settings: models.Settings, spec: models.PlatformSpec) -> Itera
                 f"'{service.name}' uses elasticsearch, where '{service.name}' is a reserved "
                 "user (each service gets a user of its own name): rename the service",
             )
+        if "postgres" in service.uses and settings.data.postgres.enabled:
+            taken = _postgres_role_owner(settings, service.name)
+            if taken:
+                yield (
+                    ("spec", "services", index, "name"),
+                    f"'{service.name}' uses postgres, whose role '{service.name}' is {taken}: "
+                    "rename the service",
+                )
         for j, target in enumerate(service.uses):
             if target in DATA_PEERS and not _enabled(settings.data, target):
                 yield (
@@ -100,3 +114,13 @@ def service_needs(settings: models.Settings, spec: models.PlatformSpec) -> Itera
                     f"'{service.name}' uses {target}, which is not enabled: "
                     f"set data.{target}.enabled",
                 )
+
+
+def _postgres_role_owner(settings: models.Settings, role: str) -> str | None:
+    """Who else holds the PostgreSQL role a service of this name would get."""
+    database = settings.gateway.database
+    if role == settings.data.postgres.database:
+        return "the database owner (data.postgres.database)"
+    if role == "kong" and database.mode == "postgres" and not database.external:
+        return "Kong's"
+    return None

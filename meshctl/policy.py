@@ -40,6 +40,26 @@ def _tls_min_version(settings: models.Settings) -> Iterator[Violation]:
         )
 
 
+_POSTGRES_TLS = {"TLSv1": "1.0", "TLSv1.1": "1.1", "TLSv1.2": "1.2", "TLSv1.3": "1.3"}
+
+
+def _postgres_tls(settings: models.Settings) -> Iterator[Violation]:
+    postgres = settings.data.postgres
+    minimum = postgres.parameters.get("ssl_min_protocol_version")
+    if postgres.enabled and minimum is not None:
+        version = _POSTGRES_TLS.get(minimum)
+        if version is None or _TLS_ORDER[version] < _TLS_ORDER["1.2"]:
+            yield (
+                ("data", "postgres", "parameters", "ssl_min_protocol_version"),
+                f"PostgreSQL accepts {minimum}; production requires TLSv1.2 or TLSv1.3",
+            )
+
+
+def _tls_min_versions(settings: models.Settings) -> Iterator[Violation]:
+    yield from _tls_min_version(settings)
+    yield from _postgres_tls(settings)
+
+
 def _disruption_budgets(settings: models.Settings) -> Iterator[Violation]:
     if not settings.resilience.disruption_budgets:
         yield (
@@ -107,7 +127,7 @@ def _resource_limits(settings: models.Settings) -> Iterator[Violation]:
 
 POLICIES: dict[str, Callable[[models.Settings], Iterator[Violation]]] = {
     "mtls-strict": _mtls_strict,
-    "tls-min-version": _tls_min_version,
+    "tls-min-version": _tls_min_versions,
     "disruption-budgets": _disruption_budgets,
     "resource-limits": _resource_limits,
     "default-deny": _default_deny,

@@ -12,11 +12,9 @@ import yaml
 
 from meshctl.build import postgres
 from meshctl.build.context import BuildContext
-from meshctl.errors import RenderError
-from meshctl.spec import load_platform
 
 import harness
-from conftest import Rendered
+from conftest import Rendered, meshctl
 
 ENVIRONMENTS = ("dev", "staging", "prod")
 
@@ -464,18 +462,54 @@ def test_no_endpoint_and_nothing_rendered_when_disabled(
     assert not Path(rendered.tree / "overlays/dev/data/postgres").exists()
 
 
-def test_a_service_named_like_the_owner_is_not_given_the_owners_role(tmp_path: Path) -> None:
-    spec = tmp_path / "platform.yaml"
-    spec.write_text(
-        "apiVersion: meshctl.io/v1alpha1\nkind: Platform\nmetadata: {name: clash}\n"
-        "spec:\n  domain: clash.example.com\n"
-        "  gitops: {engine: argocd, repoURL: https://example.com/g.git}\n"
-        "  environments: {dev: {profile: dev}}\n"
-        "  secrets: {store: {provider: vault, vault: {server: https://vault.example.com, "
-        "role: eso}}}\n"
-        "  data: {postgres: {enabled: true, database: app}}\n"
-        "  services:\n  - {name: app, namespace: shop, port: 80, uses: [postgres]}\n"
-    )
-    platform = load_platform(spec)
-    with pytest.raises(RenderError, match="PostgreSQL role 'app' is taken"):
-        postgres.build(BuildContext(platform, platform.environments["dev"]))
+CLASH = (
+    "apiVersion: meshctl.io/v1alpha1\nkind: Platform\nmetadata: {name: clash}\n"
+    "spec:\n  domain: clash.example.com\n"
+    "  gitops: {engine: argocd, repoURL: https://example.com/g.git}\n"
+    "  environments: {dev: {profile: dev}, prod: {profile: prod, cluster: {name: prod}}}\n"
+    "  secrets: {store: {provider: vault, vault: {server: https://vault.example.com, "
+    "role: eso}}}\n"
+    "  data:\n"
+    "    objectStorage: {endpoint: https://s3.example.com}\n"
+    "    postgres: {enabled: true, database: app}\n"
+    "  gateway: {database: {mode: postgres}}\n"
+    "  services:\n  - {name: app, namespace: shop, port: 80, uses: [postgres]}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            "",
+            "",
+            "platform.yaml:14:12: spec.services[0].name: 'app' uses postgres, whose role 'app' "
+            "is the database owner (data.postgres.database): rename the service",
+        ),
+        (
+            "name: app, namespace",
+            "name: kong, namespace",
+            "platform.yaml:14:12: spec.services[0].name: 'kong' uses postgres, whose role "
+            "'kong' is Kong's: rename the service",
+        ),
+        (
+            "{mode: postgres}",
+            "{mode: postgres, ssl: false}",
+            "platform.yaml:12:45: spec.gateway.database.ssl: the platform's PostgreSQL accepts "
+            "TLS connections only: set ssl to true",
+        ),
+        (
+            "database: app}",
+            "database: app, parameters: {ssl_min_protocol_version: TLSv1.1}}",
+            "spec.data.postgres.parameters.ssl_min_protocol_version: PostgreSQL accepts TLSv1.1; "
+            "production requires TLSv1.2 or TLSv1.3 (environment prod, policy tls-min-version",
+        ),
+    ],
+)
+def test_validate_refuses_what_postgres_cannot_render(
+    tmp_path: Path, old: str, new: str, message: str
+) -> None:
+    (tmp_path / "platform.yaml").write_text(CLASH.replace(old, new) if old else CLASH)
+    run = meshctl("validate", cwd=tmp_path)
+    assert run.code == 1
+    assert message in run.stdout, run.stdout

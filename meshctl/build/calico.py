@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -74,6 +74,8 @@ KONG_WEBHOOK_PORT = 8080  # the ingress controller's admission webhook
 KONG_STATUS_PORT = 8100  # /metrics
 ACME_SOLVER = {"acme.cert-manager.io/http01-solver": "true"}
 ACME_SOLVER_PORT = 8089
+KIBANA = "kibana"
+REDIS_EXPORTER_PORT = 9121  # the Bitnami chart's metrics sidecar
 
 # What the data tier needs beyond its Endpoint: the operator reaching its pods
 # (CloudNativePG: instance manager and PostgreSQL; ECK: the Elasticsearch API)
@@ -85,7 +87,7 @@ OPERATORS: dict[str, tuple[str, tuple[int, ...]]] = {
 }
 EXPORTER_PORTS: dict[str, tuple[int, ...]] = {
     "postgres": (postgres.METRICS_PORT, postgres.POOLER_METRICS_PORT),
-    "redis": (9121,),
+    "redis": (REDIS_EXPORTER_PORT,),
 }
 
 _IN_CLUSTER_HOST = re.compile(
@@ -108,7 +110,7 @@ def build(ctx: BuildContext) -> ComponentOutput:
         component=COMPONENT,
     )
     graph = Graph.of(ctx)
-    manifests = _namespace_policies(ctx, graph) if network.default_deny else []
+    manifests = _namespace_policies(ctx) if network.default_deny else []
     manifests += _workload_policies(ctx, graph)
     return ComponentOutput([release], manifests)
 
@@ -192,6 +194,18 @@ class Graph:
     workloads: dict[str, Workload]
     edges: tuple[Edge, ...]
     endpoints: dict[str, Endpoint]
+    # callee -> caller -> ports, and caller -> callee -> ports
+    _incoming: dict[str, dict[str, set[int]]] = field(init=False, repr=False)
+    _outgoing: dict[str, dict[str, set[int]]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        incoming: dict[str, dict[str, set[int]]] = {}
+        outgoing: dict[str, dict[str, set[int]]] = {}
+        for edge in self.edges:
+            incoming.setdefault(edge.callee, {}).setdefault(edge.caller, set()).add(edge.port)
+            outgoing.setdefault(edge.caller, {}).setdefault(edge.callee, set()).add(edge.port)
+        object.__setattr__(self, "_incoming", incoming)
+        object.__setattr__(self, "_outgoing", outgoing)
 
     @classmethod
     def of(cls, ctx: BuildContext) -> Graph:
@@ -218,31 +232,51 @@ class Graph:
             for caller in service.allow_from
         }
         edges |= {
-            Edge(service.name, use, endpoints[use].port)
+            Edge(service.name, use, port)
             for service in ctx.spec.services
             for use in service.uses
             if use in endpoints
+            for port in client_ports(ctx, endpoints[use])
         }
         if postgres.kong_uses_platform_database(ctx.settings) and "postgres" in endpoints:
-            edges.add(Edge(GATEWAY_PEER, "postgres", endpoints["postgres"].port))
+            edges |= {
+                Edge(GATEWAY_PEER, "postgres", port)
+                for port in client_ports(ctx, endpoints["postgres"])
+            }
+        es = ctx.settings.data.elasticsearch
+        if "elasticsearch" in endpoints and es.kibana.enabled:
+            # Kibana is the one client inside the data tier the spec implies.
+            kibana = Workload(
+                KIBANA, ctx.settings.data.namespace, ({elastic.KIBANA_LABEL: elastic.KIBANA},)
+            )
+            workloads[KIBANA] = kibana
+            edges.add(Edge(KIBANA, "elasticsearch", endpoints["elasticsearch"].port))
         ordered = tuple(sorted(edges, key=lambda e: (e.caller, e.callee, e.port)))
         return cls(workloads, ordered, endpoints)
 
     def ingress(self, name: str) -> list[dict[str, Any]]:
-        """Allow rules for the callers of `name`."""
+        """Allow rules for the callers of `name`: one per caller, with its ports."""
+        ports = self._incoming.get(name, {})
         return [
-            allow_tcp([edge.port], source=self.workloads[edge.caller].source())
-            for edge in self.edges
-            if edge.callee == name
+            allow_tcp(ports[caller], source=self.workloads[caller].source())
+            for caller in sorted(ports)
         ]
 
     def egress(self, name: str) -> list[dict[str, Any]]:
-        """Allow rules for the callees of `name`."""
+        """Allow rules for the callees of `name`: one per callee, with its ports."""
+        ports = self._outgoing.get(name, {})
         return [
-            allow_tcp(destination=self.workloads[edge.callee].destination([edge.port]))
-            for edge in self.edges
-            if edge.caller == name
+            allow_tcp(destination=self.workloads[callee].destination(ports[callee]))
+            for callee in sorted(ports)
         ]
+
+
+def client_ports(ctx: BuildContext, endpoint: Endpoint) -> tuple[int, ...]:
+    """The ports a data component's clients connect to."""
+    if endpoint.name == "redis" and ctx.settings.data.redis.mode == "sentinel":
+        # Clients ask a Sentinel for the master first (the Endpoint names one port).
+        return (endpoint.port, redis.SENTINEL_PORT)
+    return (endpoint.port,)
 
 
 def data_endpoints(ctx: BuildContext) -> dict[str, Endpoint]:
@@ -256,7 +290,7 @@ def data_endpoints(ctx: BuildContext) -> dict[str, Endpoint]:
 
 def platform_namespaces(ctx: BuildContext) -> list[str]:
     """The namespaces meshctl guards: services', Kong's, and the data tier's when
-    any data component is on. System and operator namespaces never are."""
+    any data component is on."""
     data = ctx.settings.data
     namespaces = {s.namespace for s in ctx.spec.services} | {ctx.settings.gateway.namespace}
     if data.postgres.enabled or data.redis.enabled or data.elasticsearch.enabled:
@@ -264,7 +298,7 @@ def platform_namespaces(ctx: BuildContext) -> list[str]:
     return sorted(namespaces)
 
 
-def _namespace_policies(ctx: BuildContext, graph: Graph) -> list[Manifest]:
+def _namespace_policies(ctx: BuildContext) -> list[Manifest]:
     platform = ctx.platform.name
     in_platform = f"projectcalico.org/namespace in {_set(platform_namespaces(ctx))}"
     docs = [
@@ -353,7 +387,7 @@ def _mesh_egress(ctx: BuildContext) -> list[dict[str, Any]]:
     return [allow_tcp(destination=_outside(ctx, 443))]
 
 
-def _database_ingress(ctx: BuildContext) -> list[dict[str, Any]]:
+def _database_ingress(ctx: BuildContext, graph: Graph) -> list[dict[str, Any]]:
     """Kong's own database, when it runs in-cluster in one of the platform's
     (default-denied) namespaces: let Kong in on its port."""
     database = ctx.settings.gateway.database
@@ -362,9 +396,6 @@ def _database_ingress(ctx: BuildContext) -> list[dict[str, Any]]:
     namespace = in_cluster_namespace(database.host)
     if namespace is None or namespace not in platform_namespaces(ctx):
         return []
-    kong_pods = Workload(
-        GATEWAY_PEER, ctx.settings.gateway.namespace, (KONG_PODS,), kong.SERVICE_ACCOUNT
-    )
     return [
         _policy(
             ctx,
@@ -372,7 +403,7 @@ def _database_ingress(ctx: BuildContext) -> list[dict[str, Any]]:
             namespace,
             selector="all()",
             types=["Ingress"],
-            ingress=[allow_tcp([database.port], source=kong_pods.source())],
+            ingress=[allow_tcp([database.port], source=graph.workloads[GATEWAY_PEER].source())],
             description=f"Kong reaches its database {database.host} (not declared in the spec).",
         )
     ]
@@ -402,7 +433,7 @@ def _workload_policies(ctx: BuildContext, graph: Graph) -> list[Manifest]:
 
     gateway = [_gateway_policy(ctx, graph, types)]
     if deny:
-        gateway += _database_ingress(ctx)
+        gateway += _database_ingress(ctx, graph)
     manifests += [Manifest(COMPONENT, "gateway", doc, stage=layout.FOUNDATION) for doc in gateway]
     if ctx.settings.tls.issuer == "acme":
         manifests += [
@@ -415,6 +446,20 @@ def _workload_policies(ctx: BuildContext, graph: Graph) -> list[Manifest]:
         )
         for endpoint in graph.endpoints.values()
     ]
+    if KIBANA in graph.workloads:
+        kibana = graph.workloads[KIBANA]
+        doc = _policy(
+            ctx,
+            KIBANA,
+            kibana.namespace,
+            selector=kibana.selector,
+            types=types,
+            # Nobody in the cluster calls Kibana; people reach it with port-forward.
+            ingress=[DENY],
+            egress=[*graph.egress(KIBANA), DENY] if deny else None,
+            description="Kibana reaches Elasticsearch; nothing in the cluster reaches Kibana.",
+        )
+        manifests.append(Manifest(COMPONENT, "data", doc, stage=layout.FOUNDATION))
     return manifests
 
 

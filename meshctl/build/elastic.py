@@ -15,7 +15,7 @@ the same key, the Secret ``<service>-elasticsearch`` in the service's
 namespace with the URL and credentials. ECK's HTTP CA lives in the data
 namespace only; a Kubernetes-provider ClusterSecretStore that may read that one
 Secret copies it as ``<service>-elasticsearch-ca``. See
-docs/data-redis-elastic.md.
+docs/data.md.
 """
 
 from __future__ import annotations

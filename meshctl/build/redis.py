@@ -12,7 +12,7 @@ its free catalog under docker.io/bitnami; the tags this chart pins were moved
 to docker.io/bitnamilegacy (frozen, no updates). Every image the chart can
 run is pointed there at the chart's own tag, and the chart's check that
 refuses substituted images is acknowledged (``allowInsecureImages``). See
-docs/data-redis-elastic.md.
+docs/data.md.
 """
 
 from __future__ import annotations
