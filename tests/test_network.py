@@ -95,7 +95,7 @@ class Names:
         # Pods meshctl guards that are not in the call graph.
         data = self.ctx.settings.data
         self.by_pods[(data.namespace, pods({"kibana.k8s.elastic.co/name": "kibana"}))] = "kibana"
-        for namespace in {s.namespace for s in services}:
+        for namespace in {s.namespace for s in services if s.routes}:
             self.by_pods[(namespace, pods(calico.ACME_SOLVER))] = "acme-solver"
         host = self.ctx.settings.gateway.database.host
         database = calico.in_cluster_namespace(host) if host else None
@@ -168,8 +168,11 @@ def calico_edges(objects: list[dict[str, Any]], names: Names) -> tuple[set[Edge]
             callee = names.by_pods[(key[0], parse_selector(key[1]))]
             egress |= {(owner, callee, port) for port in destination["ports"]}
     between = names.callers | set(names.endpoints)
-    keep = lambda edges: {e for e in edges if e[0] in names.callers and e[1] in between}  # noqa: E731
-    return keep(ingress), keep(egress)
+
+    def graph(edges: set[Edge]) -> set[Edge]:
+        return {e for e in edges if e[0] in names.callers and e[1] in between}
+
+    return graph(ingress), graph(egress)
 
 
 def environments(rendered: Rendered) -> list[str]:
@@ -415,9 +418,7 @@ def test_kong_takes_public_traffic_and_the_webhook_from_anywhere_and_nothing_els
     ]
     assert solvers == [
         {
-            "namespaceSelector": (
-                "projectcalico.org/name in {'ai-api', 'ai-jobs', 'ai-serving', 'web'}"
-            ),
+            "namespaceSelector": "projectcalico.org/name in {'ai-api', 'web'}",
             "selector": "acme.cert-manager.io/http01-solver == 'true'",
             "ports": [8089],
         }
@@ -436,12 +437,8 @@ def test_http01_solvers_admit_kong_where_acme_issues_certificates(example_tree: 
         if not acme:
             assert solvers == []
             continue
-        assert {p["metadata"]["namespace"] for p in solvers} == {
-            "web",
-            "ai-api",
-            "ai-jobs",
-            "ai-serving",
-        }
+        # Certificates are issued where the routes' Ingresses are.
+        assert {p["metadata"]["namespace"] for p in solvers} == {"web", "ai-api"}
         for policy in solvers:
             assert policy["spec"]["ingress"][0] == {
                 "action": "Allow",

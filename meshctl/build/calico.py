@@ -38,7 +38,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from meshctl import layout, models
-from meshctl.build import elastic, istio, kong, postgres, redis
+from meshctl.build import elastic, istio, kong, postgres, redis, tls
 from meshctl.build.context import (
     CRDS_WAVE,
     BuildContext,
@@ -435,7 +435,7 @@ def _workload_policies(ctx: BuildContext, graph: Graph) -> list[Manifest]:
     if deny:
         gateway += _database_ingress(ctx, graph)
     manifests += [Manifest(COMPONENT, "gateway", doc, stage=layout.FOUNDATION) for doc in gateway]
-    if ctx.settings.tls.issuer == "acme":
+    if ctx.settings.tls.issuer == "acme" and _certificate_namespaces(ctx):
         manifests += [
             Manifest(COMPONENT, "acme-solvers", doc, stage=layout.FOUNDATION)
             for doc in _acme_solver_policies(ctx, graph)
@@ -482,7 +482,7 @@ def _gateway_policy(ctx: BuildContext, graph: Graph, types: list[str]) -> dict[s
     egress = None
     if ctx.settings.network.default_deny:
         egress = graph.egress(GATEWAY_PEER)
-        if ctx.settings.tls.issuer == "acme":
+        if ctx.settings.tls.issuer == "acme" and _certificate_namespaces(ctx):
             egress.append(
                 allow_tcp(
                     destination={
@@ -509,8 +509,11 @@ def _gateway_policy(ctx: BuildContext, graph: Graph, types: list[str]) -> dict[s
 
 
 def _certificate_namespaces(ctx: BuildContext) -> list[str]:
-    """Where Certificates, and so HTTP-01 solver pods, live: the services' namespaces."""
-    return sorted({s.namespace for s in ctx.spec.services})
+    """Where Certificates, and so HTTP-01 solver pods, live: with the routes'
+    Ingresses, when the gateway serves TLS (and there is no certificate without)."""
+    if not ctx.settings.gateway.tls.enabled:
+        return []
+    return sorted({namespace for namespace, _ in tls.route_hosts(ctx)})
 
 
 def _acme_solver_policies(ctx: BuildContext, graph: Graph) -> list[dict[str, Any]]:
@@ -724,7 +727,7 @@ def _render(
     egress: list[dict[str, Any]] | None,
     description: str,
 ) -> dict[str, Any]:
-    return ctx.render_one(
+    body = ctx.render_one(
         "calico/policy.yaml.j2",
         kind=kind,
         name=name,
@@ -732,7 +735,10 @@ def _render(
         order=order,
         selector=selector,
         types=types,
-        ingress=ingress,
-        egress=egress,
         description=description,
     )
+    # Rules are data already (built from typed settings, never from text).
+    for direction, rules in (("ingress", ingress), ("egress", egress)):
+        if rules is not None:
+            body["spec"][direction] = list(rules)
+    return body
