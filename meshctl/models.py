@@ -20,6 +20,7 @@ strict, as JSON Schema is: "5" is not an integer.
 
 from __future__ import annotations
 
+import ipaddress
 import types
 from functools import cache
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -454,6 +455,24 @@ class Calico(Model):
     bgp: Literal["Enabled", "Disabled"] = Field(
         description="BGP between nodes (needed for `None` or IPIP encapsulation)."
     )
+
+    @model_validator(mode="after")
+    def _routes_need_bgp(self) -> Calico:
+        if self.bgp == "Disabled":
+            routed = sorted(
+                {p.encapsulation for p in self.ip_pools} & {"IPIP", "IPIPCrossSubnet", "None"}
+            )
+            if routed:
+                raise ValueError(
+                    f"encapsulation {', '.join(routed)} needs bgp: Enabled (only VXLAN works "
+                    "without BGP)"
+                )
+        networks = [ipaddress.ip_network(p.cidr, strict=False) for p in self.ip_pools]
+        for i, first in enumerate(networks):
+            for second in networks[i + 1 :]:
+                if first.overlaps(second):
+                    raise ValueError(f"IP pools {first} and {second} overlap")
+        return self
 
 
 class Network(Model):

@@ -179,6 +179,8 @@ OPERATOR_NAMESPACES = {
     "external-secrets": "External Secrets Operator",
     "cnpg-system": "CloudNativePG operator",
     "elastic-system": "ECK operator",
+    "calico-apiserver": "Calico API server",
+    "monitoring": "monitoring",
 }
 
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from meshctl import pipeline
-from meshctl.build import calico, redis
+from meshctl.build import calico, elastic, postgres, redis
 from meshctl.build.context import BuildContext, Endpoint
 from meshctl.resources import example_spec
 from meshctl.spec import Platform
@@ -128,11 +128,11 @@ def data_uses(names: Names) -> set[Edge]:
         for use in service.uses:
             if use in names.endpoints:
                 endpoint = names.endpoints[use]
-                edges |= {(service.name, use, p) for p in calico.client_ports(names.ctx, endpoint)}
+                edges |= {(service.name, use, p) for p in endpoint.client_ports}
     database = names.ctx.settings.gateway.database
     if database.mode == "postgres" and database.host is None and "postgres" in names.endpoints:
         endpoint = names.endpoints["postgres"]
-        edges |= {(GATEWAY_PEER, "postgres", p) for p in calico.client_ports(names.ctx, endpoint)}
+        edges |= {(GATEWAY_PEER, "postgres", p) for p in endpoint.client_ports}
     return edges
 
 
@@ -364,7 +364,7 @@ def test_external_https_goes_through_the_egress_gateway_when_there_is_one(
 
 def _operator(source: dict[str, Any]) -> bool:
     """A whole operator namespace: CloudNativePG's, ECK's (they run nothing else)."""
-    operators = {namespace for namespace, _ in calico.OPERATORS.values()}
+    operators = {postgres.OPERATOR_NAMESPACE, elastic.OPERATOR_NAMESPACE}
     return set(source) == {"namespaceSelector"} and (
         namespace_of(source["namespaceSelector"]) in operators
     )
@@ -468,6 +468,8 @@ def test_a_data_component_is_guarded_from_its_endpoint(
         port=7000,
         selectors=({"app": "cache", "tier": "hot"}, {"app": "cache-proxy"}),
         peer_ports=(7001,),
+        extra_client_ports=(26379,),
+        metrics_ports=(9121,),
     )
     monkeypatch.setattr(redis, "endpoint", lambda ctx: made)
     output = calico.build(ctx)
@@ -486,7 +488,7 @@ def test_a_data_component_is_guarded_from_its_endpoint(
                 "namespaceSelector": "projectcalico.org/name == 'ai-api'",
                 "serviceAccounts": {"names": ["api"]},
             },
-            # Sentinel mode in staging: the Sentinel port too.
+            # The further client port (a Sentinel's) too.
             "destination": {"ports": [7000, 26379]},
         },
         {

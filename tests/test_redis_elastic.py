@@ -192,8 +192,9 @@ def test_redis_endpoint(example_tree: Rendered, rendered_trees: dict[str, Render
     assert prod.host == "redis.data.svc"
     assert prod.peer_ports == (6379, 26379)
     # Sentinel-aware clients talk to a sentinel first, then to the master.
-    assert redis.client_ports(_context(example_tree, "dev")) == (6379,)
-    assert redis.client_ports(_context(example_tree, "prod")) == (6379, 26379)
+    dev, prod = (redis.endpoint(_context(example_tree, env)) for env in ("dev", "prod"))
+    assert dev and dev.client_ports == (6379,)
+    assert prod and prod.client_ports == (6379, 26379)
     minimal = rendered_trees["minimal"]
     for env in minimal.result.environments:
         assert redis.endpoint(_context(minimal, env)) is None

@@ -75,20 +75,6 @@ KONG_STATUS_PORT = 8100  # /metrics
 ACME_SOLVER = {"acme.cert-manager.io/http01-solver": "true"}
 ACME_SOLVER_PORT = 8089
 KIBANA = "kibana"
-REDIS_EXPORTER_PORT = 9121  # the Bitnami chart's metrics sidecar
-
-# What the data tier needs beyond its Endpoint: the operator reaching its pods
-# (CloudNativePG: instance manager and PostgreSQL; ECK: the Elasticsearch API)
-# and the Prometheus exporters (CloudNativePG's instances and poolers, the
-# Bitnami chart's redis_exporter).
-OPERATORS: dict[str, tuple[str, tuple[int, ...]]] = {
-    "postgres": (postgres.OPERATOR_NAMESPACE, (postgres.STATUS_PORT, postgres.PORT)),
-    "elasticsearch": (elastic.OPERATOR_NAMESPACE, (elastic.HTTP_PORT,)),
-}
-EXPORTER_PORTS: dict[str, tuple[int, ...]] = {
-    "postgres": (postgres.METRICS_PORT, postgres.POOLER_METRICS_PORT),
-    "redis": (REDIS_EXPORTER_PORT,),
-}
 
 _IN_CLUSTER_HOST = re.compile(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\.(?P<ns>[a-z0-9]([-a-z0-9]*[a-z0-9])?)\.svc(\..+)?$"
@@ -236,12 +222,11 @@ class Graph:
             for service in ctx.spec.services
             for use in service.uses
             if use in endpoints
-            for port in client_ports(ctx, endpoints[use])
+            for port in endpoints[use].client_ports
         }
         if postgres.kong_uses_platform_database(ctx.settings) and "postgres" in endpoints:
             edges |= {
-                Edge(GATEWAY_PEER, "postgres", port)
-                for port in client_ports(ctx, endpoints["postgres"])
+                Edge(GATEWAY_PEER, "postgres", port) for port in endpoints["postgres"].client_ports
             }
         es = ctx.settings.data.elasticsearch
         if "elasticsearch" in endpoints and es.kibana.enabled:
@@ -269,14 +254,6 @@ class Graph:
             allow_tcp(destination=self.workloads[callee].destination(ports[callee]))
             for callee in sorted(ports)
         ]
-
-
-def client_ports(ctx: BuildContext, endpoint: Endpoint) -> tuple[int, ...]:
-    """The ports a data component's clients connect to."""
-    if endpoint.name == "redis" and ctx.settings.data.redis.mode == "sentinel":
-        # Clients ask a Sentinel for the master first (the Endpoint names one port).
-        return (endpoint.port, redis.SENTINEL_PORT)
-    return (endpoint.port,)
 
 
 def data_endpoints(ctx: BuildContext) -> dict[str, Endpoint]:
@@ -541,11 +518,11 @@ def _data_policy(
     peers = {"selector": own.selector}
     ingress = graph.ingress(endpoint.name)
     ingress.append(allow_tcp(peer_ports, source=peers))
-    if endpoint.name in OPERATORS:
-        namespace, ports = OPERATORS[endpoint.name]
+    if endpoint.operator:
+        namespace, ports = endpoint.operator
         ingress.append(allow_tcp(ports, source={"namespaceSelector": namespace_is(namespace)}))
-    if endpoint.name in EXPORTER_PORTS:
-        ingress.append(allow_tcp(EXPORTER_PORTS[endpoint.name], source=_prometheus()))
+    if endpoint.metrics_ports:
+        ingress.append(allow_tcp(endpoint.metrics_ports, source=_prometheus()))
     ingress.append(DENY)
     egress = None
     if ctx.settings.network.default_deny:

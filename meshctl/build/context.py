@@ -72,6 +72,16 @@ class Endpoint:
     selectors: tuple[dict[str, str], ...]
     # Ports the component's own pods use between each other (replication, gossip).
     peer_ports: tuple[int, ...] = ()
+    # Further ports clients use besides `port` (Redis Sentinel's).
+    extra_client_ports: tuple[int, ...] = ()
+    # Prometheus exporters on the pods.
+    metrics_ports: tuple[int, ...] = ()
+    # The operator that manages the pods and reaches them: (namespace, ports).
+    operator: tuple[str, tuple[int, ...]] | None = None
+
+    @property
+    def client_ports(self) -> tuple[int, ...]:
+        return (self.port, *self.extra_client_ports)
 
 
 @dataclass

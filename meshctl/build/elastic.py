@@ -71,6 +71,7 @@ def endpoint(ctx: BuildContext) -> Endpoint | None:
         # Transport (9300) between the nodes, and HTTP: a node's own tooling
         # reaches the cluster through the HTTP Service, which may pick another node.
         peer_ports=(HTTP_PORT, TRANSPORT_PORT),
+        operator=(OPERATOR_NAMESPACE, (HTTP_PORT,)),
     )
 
 
@@ -147,6 +148,8 @@ def _elasticsearch(
 ) -> Manifest:
     resilience = ctx.settings.resilience
     config: dict[str, Any] = {
+        # Default deny keeps nodes off the internet: no GeoIP database downloads.
+        "ingest.geoip.downloader.enabled": False,
         "xpack.security.http.ssl.supported_protocols": TLS_PROTOCOLS,
         "xpack.security.transport.ssl.supported_protocols": TLS_PROTOCOLS,
     }

@@ -142,6 +142,9 @@ def endpoint(ctx: BuildContext) -> Endpoint | None:
         # Streaming replication and pooler-to-instance traffic; the instance
         # manager's status port.
         peer_ports=(PORT, STATUS_PORT),
+        metrics_ports=(METRICS_PORT, POOLER_METRICS_PORT),
+        # The instance manager's status and PostgreSQL itself.
+        operator=(OPERATOR_NAMESPACE, (STATUS_PORT, PORT)),
     )
 
 

@@ -39,6 +39,7 @@ CREDENTIAL = "redis"  # Secret in the data namespace; store key <prefix>/redis
 PASSWORD_KEY = "password"
 PORT = 6379
 SENTINEL_PORT = 26379
+EXPORTER_PORT = 9121  # the chart's redis_exporter sidecar
 MASTER_SET = "mymaster"  # the chart's sentinel.masterSet
 
 # Chart 23.1.1's images (values.yaml and Chart.yaml `images`), same tags, from
@@ -78,13 +79,10 @@ def endpoint(ctx: BuildContext) -> Endpoint | None:
         selectors=(dict(POD_LABELS),),
         # Replication between the nodes and Sentinel's gossip; one pod alone has no peers.
         peer_ports=(PORT, SENTINEL_PORT) if sentinel else (),
+        # A client asks a sentinel for the master, then connects to it.
+        extra_client_ports=(SENTINEL_PORT,) if sentinel else (),
+        metrics_ports=(EXPORTER_PORT,) if redis.metrics else (),
     )
-
-
-def client_ports(ctx: BuildContext) -> tuple[int, ...]:
-    """Every port a client uses: Sentinel's as well in sentinel mode (a client asks
-    a sentinel for the master, then connects to it). Endpoint.port is only 6379."""
-    return (PORT, SENTINEL_PORT) if ctx.settings.data.redis.mode == "sentinel" else (PORT,)
 
 
 def host(ctx: BuildContext) -> str:
