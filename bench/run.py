@@ -39,6 +39,8 @@ BUDGET_EXAMPLE_RENDER_S = 0.5
 BUDGET_1000_RENDER_S = 5.0
 BUDGET_1000_RSS_BYTES = 300 * 1000 * 1000  # "300 MB"
 BUDGET_1000_SIZE = 1000
+# `diff` of an unchanged tree: at most this factor of the time of `render`.
+BUDGET_DIFF_FACTOR = 1.2
 # Linear growth: the per-service cost between the two largest sizes may be at
 # most this factor above the per-service cost between the two smallest.
 LINEARITY_TOLERANCE = 1.5
@@ -334,6 +336,14 @@ class Bench:
         measure(case, self.runs, lambda _k: run_once(argv), lambda: run_once(argv))
         return self.add(case)
 
+    def diff_unchanged(self, label: str, spec: Path, out: Path) -> Case:
+        """`meshctl diff` of a tree that is exactly the spec's render; --exit-code
+        makes a reported difference fail the case."""
+        argv = [self.meshctl, "diff", str(spec), "-o", str(out), "--exit-code"]
+        case = Case(f"diff {label} (unchanged tree)", argv)
+        measure(case, self.runs, lambda _k: run_once(argv), lambda: run_once(argv))
+        return self.add(case)
+
     def kustomize(self, label: str, out: Path, warm: bool = False) -> Case:
         """kubectl kustomize of the three overlays, summed per run. Only the first
         kustomize case warms up (loads kubectl): at 2,000 services one build of
@@ -406,6 +416,8 @@ def judge(bench: Bench, sizes: Sequence[int]) -> list[Verdict]:
             (render < kust) if render is not None and kust is not None else None,
         )
     )
+    for label in ["example", *(f"{n} services" for n in sizes)]:
+        verdicts.append(diff_verdict(label, median))
     if BUDGET_1000_SIZE in sizes:
         case = by_name.get(f"render {BUDGET_1000_SIZE} services (fresh)")
         ok = case is not None and case.ok
@@ -444,6 +456,22 @@ def judge(bench: Bench, sizes: Sequence[int]) -> list[Verdict]:
     else:
         verdicts.append(Verdict("linear growth", "needs 3 sizes that rendered", None))
     return verdicts
+
+
+def diff_verdict(label: str, median: Callable[[str], float | None]) -> Verdict:
+    """diff of an unchanged tree against render (fresh, the budget's reference);
+    for the example also against render of the unchanged tree, which reads the
+    tree as diff does and writes nothing."""
+    diff = median(f"diff {label} (unchanged tree)")
+    render = median(f"render {label} (fresh)")
+    budget = f"diff {label} (unchanged tree) <= {BUDGET_DIFF_FACTOR} x render"
+    if diff is None or render is None:
+        return Verdict(budget, "n/a", None)
+    measured = f"{diff:.3f} s vs {render:.3f} s ({diff / render:.2f} x)"
+    unchanged = median(f"render {label} (unchanged tree)")
+    if unchanged is not None:
+        measured += f"; {diff / unchanged:.2f} x render of the unchanged tree"
+    return Verdict(budget, measured, diff <= BUDGET_DIFF_FACTOR * render)
 
 
 def format_table(cases: Sequence[Case]) -> str:
@@ -578,6 +606,7 @@ def run_all(bench: Bench, sizes: Sequence[int], meta: dict[str, Any]) -> None:
     _, out = bench.render_fresh("example", example, None)
     if out.is_dir():
         bench.render_unchanged("example", example, out)
+        bench.diff_unchanged("example", example, out)
         bench.kustomize("example", out, warm=True)
 
     for n in sizes:
@@ -587,6 +616,7 @@ def run_all(bench: Bench, sizes: Sequence[int], meta: dict[str, Any]) -> None:
         run_quiet([meshctl, "validate", str(spec)])  # once, before timing
         _, out = bench.render_fresh(f"{n} services", spec, n)
         if out.is_dir():
+            bench.diff_unchanged(f"{n} services", spec, out)
             bench.kustomize(f"{n} services", out)
 
 

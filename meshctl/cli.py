@@ -163,6 +163,78 @@ def render(
     )
 
 
+class DiffFormat(StrEnum):
+    text = "text"
+    markdown = "markdown"
+    json = "json"
+
+
+@app.command()
+def diff(
+    spec: SpecArg = DEFAULT_SPEC,
+    *,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="The rendered tree to compare with [default: rendered]."
+        ),
+    ] = None,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            "--base", help="Compare with the spec as it was at this Git revision instead."
+        ),
+    ] = None,
+    env: EnvOption = None,
+    format: Annotated[
+        DiffFormat, typer.Option("--format", help="Report format.")
+    ] = DiffFormat.text,
+    exit_code: Annotated[
+        bool, typer.Option("--exit-code", help="Exit 1 when there are differences.")
+    ] = False,
+    unified: Annotated[
+        bool, typer.Option("--unified", help="text: add each resource's text diff.")
+    ] = False,
+) -> None:
+    """Show what a render would change, per environment and resource; risky changes first."""
+    from meshctl import diff_report
+    from meshctl.diff import diff_directory, diff_revision
+
+    if base is not None and output is not None:
+        raise UsageError("--base compares two renders of the spec; -o/--output is not used with it")
+    if base is not None:
+        report = diff_revision(spec, base, env, display_name=str(spec))
+    else:
+        report = diff_directory(spec, output or Path("rendered"), env, display_name=str(spec))
+    if format is DiffFormat.json:
+        print(diff_report.to_json(report))
+    elif format is DiffFormat.markdown:
+        sys.stdout.write(diff_report.markdown(report))
+    elif not report.differences:
+        print(diff_report.no_differences(report))
+    elif sys.stdout.isatty() and not os.environ.get("NO_COLOR"):
+        from rich.table import Table
+        from rich.text import Text
+
+        from meshctl import reporters
+
+        text = diff_report.text_report(report, unified=unified)
+        out = reporters.console()
+        out.print(Text(text.title, style="bold"))
+        table = Table(header_style="bold")
+        for index, column in enumerate(text.header):
+            table.add_column(column, justify="left" if index < 2 else "right")
+        for row in text.rows:
+            table.add_row(*(Text(cell) for cell in row))
+        out.print(table)
+        for line in text.body:
+            out.print(Text.assemble(*line))
+    else:
+        sys.stdout.write(diff_report.plain_text(diff_report.text_report(report, unified=unified)))
+    if exit_code and report.differences:
+        raise typer.Exit(EXIT_INVALID)
+
+
 @app.command()
 def explain(
     path: Annotated[str, typer.Argument(help="A setting, e.g. gateway.replicas.")],
