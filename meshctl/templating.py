@@ -97,6 +97,9 @@ def render(template: str, **context: Any) -> list[Any]:
         raise RenderError(f"templates/{exc.name or template}:{exc.lineno}: {exc.message}") from exc
     except (jinja2.TemplateError, TypeError) as exc:
         raise RenderError(f"{_template_frame(exc, template)}: {exc}") from exc
+    fast = yamlio.fast_load_all(text)
+    if fast is not None:
+        return fast
     try:
         return [doc for doc in yamlio.load_output_all(text) if doc is not None]
     except yaml.YAMLError as exc:

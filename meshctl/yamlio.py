@@ -23,6 +23,7 @@ data. Keys are sorted; multi-line strings use literal block style.
 from __future__ import annotations
 
 import io
+import json
 import math
 import re
 from collections.abc import Iterator
@@ -420,6 +421,12 @@ def _node(value: Any) -> yaml.Node:
 
 def dump_documents(documents: list[Any], header: str | None = None) -> str:
     """Canonical multi-document YAML: sorted keys, block style, no line folding."""
+    fast = fast_dump_documents(documents, header)
+    return fast if fast is not None else libyaml_dump_documents(documents, header)
+
+
+def libyaml_dump_documents(documents: list[Any], header: str | None = None) -> str:
+    """``dump_documents`` through libyaml's emitter, for any document."""
     stream = io.StringIO()
     if header:
         stream.write(f"# {header}\n")
@@ -476,3 +483,257 @@ def load_output(text: str) -> Any:
 def load_output_all(text: str) -> Iterator[Any]:
     for node in yaml.compose_all(text, Loader=_OutputLoader):
         yield _plain(node)
+
+
+# --------------------------------------------------------------------------
+# Fast path for template output: block mappings and sequences whose values are
+# plain scalars or JSON (what ``templating.yaml_scalar`` emits). Anything else
+# (comments after values, single quotes, block scalars, anchors, multi-line
+# flow, floats inside flow) returns None and the caller uses libyaml. A test
+# proves both readers agree on every template output of the test specs.
+
+_PLAIN_UNSAFE_START = frozenset("'!&*|>%@`?,#[]{}\"")
+_plain_values: dict[str, Any] = {}
+
+
+class _NotFast(Exception):
+    pass
+
+
+def _no_float(text: str) -> Any:
+    # JSON and YAML 1.1 disagree on floats such as 1e3: let libyaml decide.
+    raise _NotFast
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text, parse_float=_no_float, parse_constant=_no_float)
+    except ValueError:
+        raise _NotFast from None
+
+
+def _plain_value(text: str) -> Any:
+    value = _plain_values.get(text, _plain_values)
+    if value is _plain_values:
+        if text[0] in _PLAIN_UNSAFE_START or " #" in text or ": " in text or text[-1] == ":":
+            raise _NotFast
+        if text[0] == "-" and text[1:2] in ("", " "):
+            raise _NotFast
+        node = yaml.compose(text, Loader=_OutputLoader)
+        if not isinstance(node, yaml.ScalarNode):
+            raise _NotFast
+        value = _plain_values[text] = _plain(node)
+    return value
+
+
+def _scalar(text: str) -> Any:
+    first = text[0]
+    if first == '"' or first in "[{":
+        return _json(text)
+    return _plain_value(text)
+
+
+def _key(content: str) -> tuple[Any, str]:
+    """A mapping line's key and what follows it ('' when the value is a block)."""
+    if content[0] in "\"'[{?":
+        raise _NotFast
+    key, sep, rest = content.partition(": ")
+    if not sep:
+        if content[-1] != ":":
+            raise _NotFast
+        key, rest = content[:-1], ""
+    if ": " in rest and rest[0] not in '"[{':
+        raise _NotFast
+    return _plain_value(key), rest
+
+
+def _fast_block(lines: list[tuple[int, str]], i: int, indent: int) -> tuple[Any, int]:
+    if lines[i][1].startswith("- ") or lines[i][1] == "-":
+        return _fast_sequence(lines, i, indent)
+    return _fast_mapping(lines, i, indent)
+
+
+def _nested(
+    lines: list[tuple[int, str]], i: int, indent: int, *, in_mapping: bool
+) -> tuple[Any, int]:
+    """The block value that starts on line i (after a bare `key:` or `-`)."""
+    if i < len(lines):
+        next_indent, content = lines[i]
+        if next_indent > indent:
+            return _fast_block(lines, i, next_indent)
+        if in_mapping and next_indent == indent and (content.startswith("- ") or content == "-"):
+            return _fast_sequence(lines, i, indent)
+    return None, i
+
+
+def _fast_mapping(lines: list[tuple[int, str]], i: int, indent: int) -> tuple[Any, int]:
+    mapping: dict[Any, Any] = {}
+    while i < len(lines):
+        line_indent, content = lines[i]
+        if line_indent < indent:
+            break
+        if line_indent > indent or content.startswith("- ") or content == "-":
+            raise _NotFast
+        key, rest = _key(content)
+        if key in mapping:
+            raise _NotFast
+        if rest:
+            mapping[key] = _scalar(rest)
+            i += 1
+        else:
+            mapping[key], i = _nested(lines, i + 1, indent, in_mapping=True)
+    return mapping, i
+
+
+def _fast_sequence(lines: list[tuple[int, str]], i: int, indent: int) -> tuple[Any, int]:
+    items: list[Any] = []
+    while i < len(lines):
+        line_indent, content = lines[i]
+        if line_indent < indent or not (content.startswith("- ") or content == "-"):
+            if line_indent > indent:
+                raise _NotFast
+            break
+        if line_indent > indent:
+            raise _NotFast
+        item = content[2:]
+        if not item:
+            value, i = _nested(lines, i + 1, indent, in_mapping=False)
+        elif item.startswith("- ") or (item[0] not in '"[{' and (": " in item or item[-1] == ":")):
+            # A nested block that starts on the dash's line: parse it in place.
+            lines[i] = (indent + 2, item)
+            value, i = _fast_block(lines, i, indent + 2)
+        else:
+            value = _scalar(item)
+            i += 1
+        items.append(value)
+    return items, i
+
+
+def fast_load_all(text: str) -> list[Any] | None:
+    """Template output as documents, or None when it is not in the simple subset."""
+    if "\t" in text or "\r" in text:
+        return None
+    documents: list[list[tuple[int, str]]] = [[]]
+    for raw in text.split("\n"):
+        content = raw.lstrip(" ")
+        if not content or content[0] == "#":
+            continue
+        if raw == "---":
+            documents.append([])
+            continue
+        if raw.startswith(("---", "...", "%")) or content.rstrip(" ") != content:
+            return None
+        documents[-1].append((len(raw) - len(content), content))
+    loaded: list[Any] = []
+    try:
+        for lines in documents:
+            if not lines:
+                continue
+            value, end = _fast_block(lines, 0, lines[0][0])
+            if end != len(lines):
+                return None
+            loaded.append(value)
+    except (_NotFast, RecursionError):
+        return None
+    return loaded
+
+
+# --------------------------------------------------------------------------
+# Fast path for writing: the same bytes libyaml writes, for documents made of
+# mappings with string keys, lists and one-line scalars. How each scalar is
+# written (plain or quoted) is libyaml's own answer, asked once per value.
+# Anything else (multi-line strings, floats, odd keys) returns None and the
+# caller uses libyaml. A test proves both writers agree on every rendered file.
+
+_scalar_text: dict[Any, str | None] = {}
+_key_text: dict[str, str | None] = {}
+
+
+def _libyaml_line(data: Any) -> str | None:
+    text = libyaml_dump_documents([data])
+    return text if text.count("\n") == 1 else None
+
+
+def _value_text(value: Any) -> str | None:
+    key = (type(value), value)
+    if key not in _scalar_text:
+        line = _libyaml_line([value])  # "- <value>\n"
+        _scalar_text[key] = line[2:-1] if line and line.startswith("- ") else None
+    return _scalar_text[key]
+
+
+def _mapping_key_text(key: str) -> str | None:
+    if key not in _key_text:
+        line = _libyaml_line({key: None})  # "<key>: null\n"
+        ok = line is not None and line.endswith(": null\n") and not line.startswith("?")
+        _key_text[key] = line[: -len(": null\n")] if ok and line else None
+    return _key_text[key]
+
+
+def _fast_value(value: Any, indent: str, out: list[str], *, in_sequence: bool) -> None:
+    """Write `value`, which follows a `key:` or a `- ` already in `out`."""
+    if isinstance(value, dict) and value:
+        if in_sequence:
+            _fast_mapping_lines(value, indent, out, first_inline=True)
+        else:
+            out.append("\n")
+            _fast_mapping_lines(value, indent, out, first_inline=False)
+    elif isinstance(value, list) and value:
+        if in_sequence:
+            _fast_sequence_lines(value, indent, out, first_inline=True)
+        else:
+            out.append("\n")
+            _fast_sequence_lines(value, indent[:-2] if indent else indent, out, first_inline=False)
+    else:
+        text = "{}" if value == {} else "[]" if value == [] else None
+        if text is None:
+            if isinstance(value, float) or not isinstance(value, str | int | bool | None):
+                raise _NotFast
+            text = _value_text(value)
+            if text is None:
+                raise _NotFast
+        out.append(f" {text}\n")
+
+
+def _fast_mapping_lines(
+    mapping: dict[Any, Any], indent: str, out: list[str], *, first_inline: bool
+) -> None:
+    first = True
+    for key, value in sorted(mapping.items()):
+        if not isinstance(key, str):
+            raise _NotFast
+        key_text = _mapping_key_text(key)
+        if key_text is None:
+            raise _NotFast
+        out.append(key_text + ":" if first and first_inline else f"{indent}{key_text}:")
+        first = False
+        _fast_value(value, indent + "  ", out, in_sequence=False)
+
+
+def _fast_sequence_lines(
+    items: list[Any], indent: str, out: list[str], *, first_inline: bool
+) -> None:
+    first = True
+    for item in items:
+        out.append("-" if first and first_inline else f"{indent}-")
+        first = False
+        if isinstance(item, dict | list) and item:
+            out.append(" ")
+            _fast_value(item, indent + "  ", out, in_sequence=True)
+        else:
+            _fast_value(item, indent + "  ", out, in_sequence=False)
+
+
+def fast_dump_documents(documents: list[Any], header: str | None = None) -> str | None:
+    """What ``dump_documents`` writes, or None when a document is outside the fast path."""
+    out: list[str] = [f"# {header}\n"] if header else []
+    try:
+        for document in documents:
+            if not isinstance(document, dict) or not document:
+                return None
+            if len(documents) > 1:
+                out.append("---\n")
+            _fast_mapping_lines(document, "", out, first_inline=False)
+    except _NotFast:
+        return None
+    return "".join(out)

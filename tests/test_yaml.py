@@ -237,3 +237,88 @@ def test_libyaml_reads_every_spec_and_profile_as_ruamel_does() -> None:
         assert ours.key_positions == exact.key_positions, path
         compared += 1
     assert compared > 20
+
+
+# --------------------------------------------------------------------------
+# The fast paths (template output in, canonical YAML out) against libyaml
+
+
+def test_fast_paths_agree_with_libyaml_on_every_render(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every template output and every file of every valid spec's render: the fast
+    reader and writer give what libyaml gives, or step aside."""
+    from meshctl import build, emit, yamlio
+    from meshctl.spec import load_platform
+
+    from conftest import valid_specs
+
+    counts = {"read": 0, "read-fallback": 0, "written": 0, "written-fallback": 0}
+    fast_load, fast_dump = yamlio.fast_load_all, yamlio.fast_dump_documents
+
+    def load(text: str) -> list[object] | None:
+        fast = fast_load(text)
+        counts["read" if fast is not None else "read-fallback"] += 1
+        if fast is not None:
+            slow = [d for d in yamlio.load_output_all(text) if d is not None]
+            assert repr(fast) == repr(slow), text
+        return fast
+
+    def dump(documents: list[object], header: str | None = None) -> str | None:
+        fast = fast_dump(documents, header)
+        counts["written" if fast is not None else "written-fallback"] += 1
+        if fast is not None:
+            assert fast == yamlio.libyaml_dump_documents(documents, header)
+        return fast
+
+    monkeypatch.setattr(yamlio, "fast_load_all", load)
+    monkeypatch.setattr(yamlio, "fast_dump_documents", dump)
+    for spec in valid_specs().values():
+        platform = load_platform(spec)
+        builds = {env: build.build_environment(platform, env) for env in platform.environments}
+        emit.emit(builds, list(platform.environments), "platform.yaml")
+    # Both paths are exercised: the fast one almost always.
+    assert counts["read"] > 20 * counts["read-fallback"] > 0
+    assert counts["written"] > 20 * counts["written-fallback"] > 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: 1 # a comment after a value\n",
+        "a: 'single quoted'\n",
+        "a: |\n  literal\n",
+        "a: &anchor 1\nb: *anchor\n",
+        "a: {b: plain flow}\n",
+        "a: [1.5]\n",
+        "a: b: c\n",
+        "a:\n\tb: 1\n",
+        "a: 1\na: 2\n",
+        "a: plain\n  continued\n",
+        '"quoted key": 1\n',
+        "- a\nb: 1\n",
+    ],
+)
+def test_fast_reader_steps_aside_outside_its_subset(text: str) -> None:
+    assert yamlio.fast_load_all(text) is None
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"a": "two\nlines"},
+        {"a": 1.5},
+        {"x" * 200: 1},
+        {1: "integer key"},
+    ],
+)
+def test_fast_writer_steps_aside_outside_its_subset(document: dict[object, object]) -> None:
+    assert yamlio.fast_dump_documents([document]) is None
+    assert yamlio.dump_documents([document]) == yamlio.libyaml_dump_documents([document])
+
+
+def test_fast_writer_quotes_as_libyaml_does() -> None:
+    document = {
+        "on": ["yes", "no", "off", "12:30", "0o12", "1e3", "", "- x", "a: b", "#c", "é"],
+        "nested": [{"a": [[1, 2], {}], "b": []}, [], [{"c": None, "d": True}]],
+    }
+    fast = yamlio.fast_dump_documents([document, {"second": 1}], "header")
+    assert fast == yamlio.libyaml_dump_documents([document, {"second": 1}], "header")
