@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from meshctl.diff import ABSENT, Change, DiffReport, EnvironmentDiff, Target
+from meshctl.diff_model import ABSENT, Change, DiffReport, EnvironmentDiff, Target
 
 JSON_VERSION = 1
 # GitHub refuses comments over 65,536 characters; leave room for a bot's own text.
