@@ -203,7 +203,11 @@ def _view(tree: MemoryTree, env: str) -> _View:
     values = {
         path[len(prefix) : -len(".yaml")]: path
         for path in tree.paths()
-        if path.startswith(prefix) and path.endswith(".yaml") and "/" not in path[len(prefix) :]
+        if path.startswith(prefix)
+        and path.endswith(".yaml")
+        and "/" not in path[len(prefix) :]
+        # Flux: the kustomization that turns the values files into ConfigMaps.
+        and path != f"{prefix}{layout.KUSTOMIZATION}"
     }
     return _View(list(files), values)
 

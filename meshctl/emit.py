@@ -9,6 +9,7 @@ header naming the spec it came from.
 from __future__ import annotations
 
 import json
+import posixpath
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import PurePosixPath
@@ -93,9 +94,20 @@ def _overlay(
     apps_dir = layout.apps_dir(env)
     app_files = _manifest_files(apps_dir, build.gitops, head, by_component=False)
     files.update(app_files)
-    files[f"{apps_dir}/{layout.KUSTOMIZATION}"] = _kustomization(
-        sorted(_relative(p, apps_dir) for p in app_files), head
-    )
+    app_entries = sorted(_relative(p, apps_dir) for p in app_files)
+    if build.engine == "flux":
+        files.update(_flux_values(build, head))
+        files[f"{apps_dir}/{FLUX_NAME_REFERENCES}"] = yamlio.dump(
+            _FLUX_CONFIGURATION, header=head
+        ).encode()
+        files[f"{apps_dir}/{layout.KUSTOMIZATION}"] = _kustomization(
+            [*app_entries, _relative_up(layout.values_dir(env), apps_dir)],
+            head,
+            configurations=[FLUX_NAME_REFERENCES],
+        )
+        files[f"{layout.gate_dir(env)}/{layout.KUSTOMIZATION}"] = _kustomization([], head)
+    else:
+        files[f"{apps_dir}/{layout.KUSTOMIZATION}"] = _kustomization(app_entries, head)
 
     for release in build.releases:
         text = yamlio.dump(release.values, header=head)
@@ -121,13 +133,61 @@ def _manifest_files(
     return files
 
 
-def _kustomization(resources: list[str], head: str) -> bytes:
+def _kustomization(resources: list[str], head: str, **extra: Any) -> bytes:
     body: dict[str, Any] = {
         "apiVersion": KUSTOMIZE_API,
         "kind": "Kustomization",
         "resources": resources,
+        **extra,
     }
     return yamlio.dump(body, header=head).encode()
+
+
+# Flux: HelmReleases read their values from ConfigMaps that kustomize generates
+# from the values files. kustomize only reads files inside the kustomization's
+# folder, so the generator lives in values/, and the apps folder includes it;
+# the apps kustomization teaches kustomize that HelmRelease.spec.valuesFrom
+# names a ConfigMap, so the hash-suffixed name is written there and a values
+# change rolls a new ConfigMap, which Flux sees as a change of the release.
+FLUX_NAME_REFERENCES = "kustomizeconfig.yaml"
+_FLUX_CONFIGURATION: dict[str, Any] = {
+    "nameReference": [
+        {
+            "kind": "ConfigMap",
+            "version": "v1",
+            "fieldSpecs": [
+                {
+                    "group": "helm.toolkit.fluxcd.io",
+                    "kind": "HelmRelease",
+                    "path": "spec/valuesFrom/name",
+                }
+            ],
+        }
+    ]
+}
+
+
+def _flux_values(build: EnvironmentBuild, head: str) -> Files:
+    env = build.environment
+    directory = layout.values_dir(env)
+    generators = [
+        {
+            "name": name,
+            "namespace": namespace,
+            "files": [f"values.yaml={_relative(layout.values_file(env, release), directory)}"],
+        }
+        for release, (namespace, name) in sorted(build.values_config_maps.items())
+    ]
+    return {
+        f"{directory}/{layout.KUSTOMIZATION}": _kustomization(
+            [], head, configMapGenerator=generators
+        )
+    }
+
+
+def _relative_up(path: str, start: str) -> str:
+    """`path` relative to `start`, its sibling or cousin (`../values`)."""
+    return posixpath.relpath(path, start)
 
 
 def _relative(path: str, start: str) -> str:

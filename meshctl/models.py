@@ -815,10 +815,15 @@ class Metadata(Model):
     description: Text | None = Field(None, description="One line about the platform.")
 
 
+FLUX_NAMESPACE = "flux-system"
+
+
 class GitOps(Model):
     """Where the rendered tree lives and which engine syncs it."""
 
-    engine: Literal["argocd"] = Field(description="GitOps engine that syncs the tree.")
+    engine: Literal["argocd", "flux"] = Field(
+        description="GitOps engine that syncs the tree: Argo CD (`argocd`) or Flux (`flux`)."
+    )
     repo_url: Annotated[
         str, StringConstraints(pattern=r"^(https://|ssh://|git@)[^\s]+$", max_length=512)
     ] = Field(alias="repoURL", description="Git repository the rendered tree is committed to.")
@@ -832,7 +837,13 @@ class GitOps(Model):
             max_length=255,
         ),
     ] = Field("rendered", description="Path of the rendered tree inside the repository.")
-    namespace: DnsLabel = Field("argocd", description="Namespace Argo CD runs in.")
+    # The default follows the engine (each one's conventional namespace), so it is
+    # computed from the validated `engine` and left out of the published schema.
+    namespace: DnsLabel = Field(
+        default_factory=lambda data: FLUX_NAMESPACE if data.get("engine") == "flux" else "argocd",
+        description="Namespace the GitOps engine runs in, where meshctl puts its GitOps "
+        "objects; defaults to `argocd` for Argo CD and `flux-system` for Flux.",
+    )
 
 
 class Cluster(Model):

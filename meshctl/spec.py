@@ -242,7 +242,7 @@ def _environment_problems(
         **OPERATOR_NAMESPACES,
         settings.data.namespace: "data tier",
         settings.gateway.namespace: "Kong gateway",
-        spec.gitops.namespace: "Argo CD",
+        spec.gitops.namespace: "Flux" if spec.gitops.engine == "flux" else "Argo CD",
         "istio-egress": "Istio egress gateway",
     }
     seen_routes: dict[tuple[str, str], str] = {}

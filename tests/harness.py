@@ -3,9 +3,10 @@
 It knows nothing about components. It builds every overlay with the stock
 `kubectl kustomize`, validates every built object against the Kubernetes
 schemas (kubernetes-validate, strict) or the CRD schemas in the upstream
-reference data, and checks every Helm values file that an Argo CD Application
-points at against the pinned chart's defaults and values.schema.json. A new
-component is covered as soon as it renders.
+reference data, and checks the Helm values of every chart deployment against
+the pinned chart's defaults and values.schema.json, whatever the GitOps engine:
+the values files an Argo CD Application points at, or the generated ConfigMap a
+Flux HelmRelease reads. A new component is covered as soon as it renders.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -352,3 +353,160 @@ def emitted_documents(*folders: Path) -> dict[tuple[str, str, str, str], dict[st
             if isinstance(doc, dict) and "kind" in doc:
                 found[identity(doc)] = doc
     return found
+
+
+# -- chart deployments, whatever the engine ---------------------------------------
+
+
+@dataclass(frozen=True)
+class HelmDeployment:
+    """One chart release as a GitOps engine will deploy it."""
+
+    owner: str  # the Application or HelmRelease
+    chart: str  # upstream folder of the pinned catalog chart
+    values: list[dict[str, Any]]  # the values it gets, in order
+    files: list[Path] = field(default_factory=list)  # values files of the tree they come from
+
+
+def _pinned(repo: str, chart_name: str, version: str, oci: bool) -> str:
+    for chart in CHARTS.values():
+        if (chart.repo, chart.chart, chart.version, chart.oci) == (repo, chart_name, version, oci):
+            return chart.upstream
+    raise AssertionError(
+        f"chart {chart_name} {version} from {repo} is not one of the pinned catalog charts"
+    )
+
+
+def _find(objects: list[dict[str, Any]], kind: str, namespace: str, name: str) -> dict[str, Any]:
+    found = [
+        o
+        for o in objects
+        if o.get("kind") == kind
+        and o["metadata"]["name"] == name
+        and o["metadata"].get("namespace", "") == namespace
+    ]
+    assert len(found) == 1, f"{kind} {namespace}/{name}: {len(found)} in the build"
+    return found[0]
+
+
+def flux_values(objects: list[dict[str, Any]], release: dict[str, Any]) -> list[tuple[str, str]]:
+    """(ConfigMap name, text) of every values reference of a HelmRelease; each must
+    name a ConfigMap of the build (with kustomize's hash suffix) and a key it has."""
+    namespace = release["metadata"]["namespace"]
+    found = []
+    for reference in release["spec"].get("valuesFrom", []):
+        assert reference.get("kind") == "ConfigMap", f"{reference} is not a ConfigMap"
+        config_map = _find(objects, "ConfigMap", namespace, reference["name"])
+        key = reference.get("valuesKey", "values.yaml")
+        assert key in config_map.get("data", {}), f"{reference['name']} has no key {key}"
+        found.append((reference["name"], config_map["data"][key]))
+    return found
+
+
+def helm_deployments(
+    objects: list[dict[str, Any]], tree: Path, gitops_path: str, env: str
+) -> list[HelmDeployment]:
+    """Every chart release of an environment's build: Argo CD Applications with
+    their `$values` files, Flux HelmReleases with their generated ConfigMaps."""
+    found = []
+    for app, source, value_files in helm_sources(objects):
+        paths = [values_file(tree, gitops_path, reference) for reference in value_files]
+        found.append(
+            HelmDeployment(
+                app,
+                catalog_chart(source),
+                [yaml.safe_load(p.read_text()) or {} for p in paths],
+                paths,
+            )
+        )
+    for release in (o for o in objects if o.get("kind") == "HelmRelease"):
+        name = release["metadata"]["name"]
+        spec = release["spec"]["chart"]["spec"]
+        ref = spec["sourceRef"]
+        assert ref["kind"] == "HelmRepository", f"{name}: chart from a {ref['kind']}"
+        repository = _find(
+            objects,
+            "HelmRepository",
+            ref.get("namespace", release["metadata"]["namespace"]),
+            ref["name"],
+        )
+        chart = _pinned(
+            repository["spec"]["url"],
+            spec["chart"],
+            spec["version"],
+            repository["spec"].get("type") == "oci",
+        )
+        texts = flux_values(objects, release)
+        assert texts, f"{name} takes no values"
+        # The ConfigMap is the values file, byte for byte.
+        path = tree / "overlays" / env / "values" / f"{release['spec']['releaseName']}.yaml"
+        assert [t for _, t in texts] == [path.read_text()], f"{name}: values are not {path}"
+        found.append(
+            HelmDeployment(name, chart, [yaml.safe_load(t) or {} for _, t in texts], [path])
+        )
+    return found
+
+
+HASH_SUFFIX = re.compile(r"-[a-z0-9]{10}$")
+
+
+def generated_config_maps(overlay: Path) -> set[str]:
+    """Names of the ConfigMaps the overlay's values/ kustomization generates (Flux)."""
+    path = overlay / "values" / "kustomization.yaml"
+    if not path.is_file():
+        return set()
+    body = yaml.safe_load(path.read_text())
+    return {g["name"] for g in body.get("configMapGenerator", [])}
+
+
+def without_generated(objects: list[dict[str, Any]], generated: set[str]) -> list[dict[str, Any]]:
+    """The build as meshctl emitted it: generated ConfigMaps dropped, their
+    hash-suffixed names in HelmReleases' valuesFrom put back to the generator's."""
+    out = []
+    for obj in objects:
+        name = obj["metadata"]["name"]
+        if obj["kind"] == "ConfigMap" and HASH_SUFFIX.sub("", name) in generated:
+            continue
+        if obj["kind"] != "HelmRelease":
+            out.append(obj)
+            continue
+        release = json.loads(json.dumps(obj))
+        for reference in release["spec"].get("valuesFrom", []):
+            unhashed = HASH_SUFFIX.sub("", reference["name"])
+            if unhashed in generated:
+                reference["name"] = unhashed
+        out.append(release)
+    return out
+
+
+# -- the example under Flux -----------------------------------------------------------
+
+FLUX_EXAMPLE = "example-flux"
+_flux_example: dict[str, Any] = {}
+
+
+def flux_spec_text() -> str:
+    """The bundled example with `engine: flux` (and the engine's default namespace)."""
+    from meshctl.resources import example_spec
+
+    text = example_spec().read_text()
+    assert "    engine: argocd\n" in text and "    namespace: argocd\n" in text
+    return text.replace("    engine: argocd\n", "    engine: flux\n").replace(
+        "    namespace: argocd\n", ""
+    )
+
+
+def flux_example(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The example rendered for Flux, once per session (a conftest.Rendered)."""
+    if "tree" not in _flux_example:
+        from meshctl import pipeline
+
+        from conftest import Rendered
+
+        folder = tmp_path_factory.mktemp(FLUX_EXAMPLE)
+        spec = folder / "platform.yaml"
+        spec.write_text(flux_spec_text())
+        tree = folder / "rendered"
+        result = pipeline.render(spec, tree, display_name="platform.yaml")
+        _flux_example["tree"] = Rendered(FLUX_EXAMPLE, spec, tree, result)
+    return _flux_example["tree"]

@@ -1,4 +1,5 @@
-"""Every rendered tree (the example and each valid case) against the real contracts."""
+"""Every rendered tree (the example, each valid case, and the example under
+Flux) against the real contracts."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ from ruamel.yaml import YAML
 import harness
 from conftest import Rendered, valid_specs
 
-SPECS = sorted(valid_specs())
+SPECS = [*sorted(valid_specs()), harness.FLUX_EXAMPLE]
+
+
+@pytest.fixture(scope="module")
+def trees(
+    rendered_trees: dict[str, Rendered], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Rendered]:
+    """Both engines: every valid spec (Argo CD) and the example under Flux."""
+    return {**rendered_trees, harness.FLUX_EXAMPLE: harness.flux_example(tmp_path_factory)}
 
 
 def _environments(rendered: Rendered) -> list[str]:
@@ -20,10 +29,10 @@ def _environments(rendered: Rendered) -> list[str]:
 
 @pytest.mark.parametrize("name", SPECS)
 def test_every_overlay_builds_and_every_object_is_valid(
-    name: str, rendered_trees: dict[str, Rendered]
+    name: str, trees: dict[str, Rendered]
 ) -> None:
     upstream = harness.upstream_dir()
-    rendered = rendered_trees[name]
+    rendered = trees[name]
     problems = []
     for env in _environments(rendered):
         objects = harness.kustomize_build(rendered.tree / "overlays" / env)
@@ -34,43 +43,42 @@ def test_every_overlay_builds_and_every_object_is_valid(
 
 
 @pytest.mark.parametrize("name", SPECS)
-def test_every_values_file_fits_its_pinned_chart(
-    name: str, rendered_trees: dict[str, Rendered]
-) -> None:
+def test_every_values_file_fits_its_pinned_chart(name: str, trees: dict[str, Rendered]) -> None:
     upstream = harness.upstream_dir()
-    rendered = rendered_trees[name]
+    rendered = trees[name]
     gitops_path = rendered.result.platform.spec.gitops.path
     problems = []
     checked: set[Path] = set()
     for env in _environments(rendered):
         objects = harness.kustomize_build(rendered.tree / "overlays" / env)
-        sources = harness.helm_sources(objects)
-        assert sources, f"{env}: no Helm-based Application"
-        for app, source, value_files in sources:
-            chart = harness.chart_contract(upstream, harness.catalog_chart(source))
-            assert value_files, f"{app} takes no values file"
-            for reference in value_files:
-                path = harness.values_file(rendered.tree, gitops_path, reference)
-                values = yaml.safe_load(path.read_text()) or {}
-                problems += [f"{env}/{app}: {p}" for p in harness.values_problems(chart, values)]
-                checked.add(path)
-        # Every values file written is one an Application reads, and was checked.
-        assert set((rendered.tree / "overlays" / env / "values").glob("*.yaml")) <= checked
+        deployments = harness.helm_deployments(objects, rendered.tree, gitops_path, env)
+        assert deployments, f"{env}: no Helm release"
+        for deployment in deployments:
+            chart = harness.chart_contract(upstream, deployment.chart)
+            assert deployment.values, f"{deployment.owner} takes no values"
+            for values in deployment.values:
+                problems += [
+                    f"{env}/{deployment.owner}: {p}" for p in harness.values_problems(chart, values)
+                ]
+            checked.update(deployment.files)
+        # Every values file written is one a release reads, and was checked.
+        written = (rendered.tree / "overlays" / env / "values").glob("*.yaml")
+        assert {p for p in written if p.name != "kustomization.yaml"} <= checked
     assert checked
     assert problems == []
 
 
 @pytest.mark.parametrize("name", SPECS)
-def test_kustomize_output_is_what_meshctl_emitted(
-    name: str, rendered_trees: dict[str, Rendered]
-) -> None:
+def test_kustomize_output_is_what_meshctl_emitted(name: str, trees: dict[str, Rendered]) -> None:
     """kustomize re-serializes (YAML 1.2); a string like "off" must survive it."""
-    rendered = rendered_trees[name]
+    rendered = trees[name]
     for env in _environments(rendered):
-        built = {
-            harness.identity(o): o
-            for o in harness.kustomize_build(rendered.tree / "overlays" / env)
-        }
+        overlay = rendered.tree / "overlays" / env
+        # Flux: the values ConfigMaps are kustomize's, not meshctl's (test_flux.py).
+        objects = harness.without_generated(
+            harness.kustomize_build(overlay), harness.generated_config_maps(overlay)
+        )
+        built = {harness.identity(o): o for o in objects}
         emitted = harness.emitted_documents(
             rendered.tree / "base", rendered.tree / "overlays" / env
         )
@@ -80,12 +88,10 @@ def test_kustomize_output_is_what_meshctl_emitted(
 
 
 @pytest.mark.parametrize("name", SPECS)
-def test_yaml_11_and_12_readers_see_the_same_data(
-    name: str, rendered_trees: dict[str, Rendered]
-) -> None:
+def test_yaml_11_and_12_readers_see_the_same_data(name: str, trees: dict[str, Rendered]) -> None:
     """PyYAML reads as Helm and kubectl do (YAML 1.1); ruamel as kustomize (1.2)."""
     reader12 = YAML(typ="safe", pure=True)
-    files = sorted(p for p in rendered_trees[name].tree.rglob("*.yaml"))
+    files = sorted(p for p in trees[name].tree.rglob("*.yaml"))
     assert files
     for path in files:
         text = path.read_text()

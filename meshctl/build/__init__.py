@@ -1,19 +1,21 @@
 """Stage 4, build: one environment's settings -> Helm releases and resources, as data.
 
 Each component module turns the typed settings into artifacts through its
-templates under ``templates/<component>/``; the Argo CD objects come last,
-from the releases the components asked for.
+templates under ``templates/<component>/``; the GitOps objects (Argo CD or
+Flux, after ``spec.gitops.engine``) come last, from the releases the components
+asked for.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from meshctl import layout
 from meshctl.build import (
     argocd,
     calico,
     elastic,
+    flux,
     istio,
     kong,
     platform,
@@ -36,6 +38,9 @@ class EnvironmentBuild:
     manifests: list[Manifest]  # plain resources, synced by one Application per stage
     gitops: list[Manifest]  # the GitOps objects
     stages: list[str]  # the stages with resources, in sync order
+    engine: str = "argocd"  # spec.gitops.engine
+    # Flux: release -> (namespace, name) of the ConfigMap generated from its values file.
+    values_config_maps: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def build_environment(target: Platform, env: str) -> EnvironmentBuild:
@@ -56,10 +61,18 @@ def build_environment(target: Platform, env: str) -> EnvironmentBuild:
     )
     present = {m.stage for m in manifests}
     stages = [stage for stage in layout.STAGES if stage in present]
-    gitops = argocd.build(ctx, releases, stages, namespaces)
+    engine = target.spec.gitops.engine
+    gitops = (flux if engine == "flux" else argocd).build(ctx, releases, stages, namespaces)
     for manifest in gitops:
         _label(manifest, part_of)
-    return EnvironmentBuild(env, releases, manifests, gitops, stages)
+    config_maps = {}
+    if engine == "flux":
+        project = f"{target.name}-{env}"
+        config_maps = {
+            r.name: (target.spec.gitops.namespace, flux.values_config_map(project, r.name))
+            for r in releases
+        }
+    return EnvironmentBuild(env, releases, manifests, gitops, stages, engine, config_maps)
 
 
 def _label(manifest: Manifest, labels: dict[str, str]) -> None:
