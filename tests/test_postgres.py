@@ -446,7 +446,7 @@ def test_endpoint_names_the_pods_and_ports(example: Rendered) -> None:
     assert endpoint.selectors == (
         {"cnpg.io/poolerName": "postgres-pooler-rw"},
         {"cnpg.io/poolerName": "postgres-pooler-ro"},
-        {"cnpg.io/cluster": "postgres", "cnpg.io/podRole": "instance"},
+        {"cnpg.io/cluster": "postgres"},
     )
     assert endpoint.peer_ports == (5432, 8000)
 
@@ -513,3 +513,22 @@ def test_validate_refuses_what_postgres_cannot_render(
     run = meshctl("validate", cwd=tmp_path)
     assert run.code == 1
     assert message in run.stdout, run.stdout
+
+
+def test_the_jobs_that_build_replicas_are_inside_the_clusters_policy(
+    example_tree: Rendered,
+) -> None:
+    """CloudNativePG's join/initdb/recovery Jobs carry cnpg.io/cluster and
+    cnpg.io/jobRole but no cnpg.io/podRole: a replica is a pg_basebackup from the
+    primary, so the policy that admits the primary's peers must select them."""
+    from test_network import parse_selector  # the test suite's Calico selector reader
+
+    job_pod = {
+        "cnpg.io/cluster": "postgres",
+        "cnpg.io/instanceName": "postgres-2",
+        "cnpg.io/jobRole": "join",
+    }
+    for env in ("staging", "prod"):
+        policy = _one(_objects(example_tree, env), "NetworkPolicy", "postgres")
+        alternatives = parse_selector(policy["spec"]["selector"])
+        assert any(all(job_pod.get(k) == v for k, v in alt) for alt in alternatives)

@@ -232,3 +232,22 @@ def test_the_example_names_its_stages_in_the_overlay(example_tree: Rendered) -> 
         stages = kustomization["resources"][:-1]
         assert stages == [s for s in ("foundation", "data", "resources") if s in stages]
         assert "foundation" in stages and "resources" in stages
+
+
+def test_the_store_serves_only_the_namespaces_that_need_it(example_tree: Rendered) -> None:
+    for env in example_tree.result.environments:
+        objects = harness.kustomize_build(example_tree.tree / "overlays" / env)
+        (store,) = [
+            o
+            for o in objects
+            if o["kind"] == "ClusterSecretStore" and o["metadata"]["name"] == "parallel-ai"
+        ]
+        users = {
+            o["metadata"]["namespace"]
+            for o in objects
+            if o["kind"] == "ExternalSecret"
+            and o["spec"]["secretStoreRef"]["name"] == "parallel-ai"
+        }
+        assert store["spec"]["conditions"] == [{"namespaces": sorted(users)}]
+        # The services' own namespaces hold only their copies; nobody else may ask.
+        assert "web" not in users and "ai-serving" not in users

@@ -51,6 +51,7 @@ def build_environment(target: Platform, env: str) -> EnvironmentBuild:
         output = component.build(ctx)
         releases.extend(output.releases)
         manifests.extend(output.manifests)
+    secrets.limit_store(ctx, manifests)
     part_of = {**MANAGED_LABELS, "app.kubernetes.io/part-of": target.name}
     for manifest in manifests:
         _label(manifest, part_of)

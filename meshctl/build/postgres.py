@@ -125,7 +125,8 @@ def consumers(ctx: BuildContext) -> list[Consumer]:
 
 def endpoint(ctx: BuildContext) -> Endpoint | None:
     """Where clients connect (the read-write pooler) and which pods serve them:
-    both poolers, and the instances (Kong and the poolers connect to those)."""
+    both poolers, and the cluster's pods (Kong and the poolers connect to the
+    instances)."""
     data = ctx.settings.data
     if not data.postgres.enabled:
         return None
@@ -137,7 +138,10 @@ def endpoint(ctx: BuildContext) -> Endpoint | None:
         selectors=(
             {"cnpg.io/poolerName": pooler_name("rw")},
             {"cnpg.io/poolerName": pooler_name("ro")},
-            {"cnpg.io/cluster": CLUSTER, "cnpg.io/podRole": "instance"},
+            # Every pod of the cluster: the instances, and the Jobs that create
+            # them (initdb, join, recovery: labelled cnpg.io/jobRole, not
+            # cnpg.io/podRole), which copy from the primary and the object store.
+            {"cnpg.io/cluster": CLUSTER},
         ),
         # Streaming replication and pooler-to-instance traffic; the instance
         # manager's status port.

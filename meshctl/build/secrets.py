@@ -148,3 +148,25 @@ def build(ctx: BuildContext) -> ComponentOutput:
         releases=[Release(RELEASE, "external-secrets", NAMESPACE, values, CRDS_WAVE, COMPONENT)],
         manifests=[Manifest(COMPONENT, "store", store_doc, stage=layout.FOUNDATION)],
     )
+
+
+def limit_store(ctx: BuildContext, manifests: list[Manifest]) -> None:
+    """Admit the platform's store only from the namespaces meshctl puts
+    ExternalSecrets in: without `conditions` a ClusterSecretStore serves every
+    namespace, and anyone who may create an ExternalSecret could read the
+    database owner's password."""
+    name = store_name(ctx)
+    users = sorted(
+        {
+            m.body["metadata"]["namespace"]
+            for m in manifests
+            if m.body["kind"] == "ExternalSecret"
+            and m.body["spec"]["secretStoreRef"] == {"kind": "ClusterSecretStore", "name": name}
+        }
+    )
+    for manifest in manifests:
+        if (
+            manifest.body["kind"] == "ClusterSecretStore"
+            and manifest.body["metadata"]["name"] == name
+        ):
+            manifest.body["spec"]["conditions"] = [{"namespaces": users}]
