@@ -176,4 +176,17 @@ CHARTS: dict[str, Chart] = {
         installs_crds=True,
         server_side_apply=True,
     ),
+    "kube-prometheus-stack": Chart(
+        "https://prometheus-community.github.io/helm-charts",
+        "kube-prometheus-stack",
+        "88.5.3",
+        "kube-prometheus-stack",
+        "v0.93.1",
+        # The operator's admission webhook gets its CA bundle patched in by
+        # the chart's certgen job.
+        ignore_differences=_WEBHOOK_CA_BUNDLES,
+        installs_crds=True,
+        # The Prometheus Operator's CRDs are far too large for client-side apply.
+        server_side_apply=True,
+    ),
 }

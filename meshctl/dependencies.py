@@ -38,23 +38,39 @@ def _enabled(data: models.Data, name: str) -> bool:
 
 def settings_needs(settings: models.Settings) -> Iterator[Need]:
     """Unmet needs between settings, at the settings path to change."""
+    if settings.secrets is None:
+        for path, what in _store_users(settings):
+            yield path, f"{what} come from the secret store: set spec.secrets"
+    yield from _postgres_needs(settings)
+    yield from _elasticsearch_needs(settings.data.elasticsearch)
+
+
+def _store_users(settings: models.Settings) -> Iterator[tuple[Path, str]]:
+    """What reads from the secret store, at the setting that turns it on."""
+    data, observability = settings.data, settings.observability
+    if data.postgres.enabled:
+        yield ("data", "postgres", "enabled"), "PostgreSQL's passwords"
+    if data.redis.enabled:
+        yield ("data", "redis", "enabled"), "Redis's password"
+    if observability.enabled and observability.grafana:
+        yield ("observability", "grafana"), "Grafana's admin credentials"
+    if observability.enabled and observability.alerting.receivers:
+        yield ("observability", "alerting", "receivers"), "Alertmanager receivers' URLs and keys"
+    if settings.tls.issuer == "ca":
+        yield ("tls", "issuer"), "the CA's key"
+
+
+def _postgres_needs(settings: models.Settings) -> Iterator[Need]:
     data = settings.data
     postgres = data.postgres
     database = settings.gateway.database
-    store_needed: list[tuple[Path, str]] = []
-    if postgres.enabled:
-        store_needed.append((("data", "postgres", "enabled"), "PostgreSQL's passwords"))
-        if postgres.backup.enabled and data.object_storage is None:
-            # Located at the spec's switch: backups are usually on by profile.
-            yield (
-                ("data", "postgres", "enabled"),
-                "PostgreSQL backups (data.postgres.backup) go to object storage: "
-                "set data.objectStorage, or turn backups off",
-            )
-    if data.redis.enabled:
-        store_needed.append((("data", "redis", "enabled"), "Redis's password"))
-    if settings.tls.issuer == "ca":
-        store_needed.append((("tls", "issuer"), "the CA's key"))
+    if postgres.enabled and postgres.backup.enabled and data.object_storage is None:
+        # Located at the spec's switch: backups are usually on by profile.
+        yield (
+            ("data", "postgres", "enabled"),
+            "PostgreSQL backups (data.postgres.backup) go to object storage: "
+            "set data.objectStorage, or turn backups off",
+        )
     if database.mode == "postgres" and not database.external:
         if not postgres.enabled:
             yield (
@@ -67,18 +83,19 @@ def settings_needs(settings: models.Settings) -> Iterator[Need]:
                 ("gateway", "database", "ssl"),
                 "the platform's PostgreSQL accepts TLS connections only: set ssl to true",
             )
-    if settings.secrets is None:
-        for path, what in store_needed:
-            yield path, f"{what} come from the secret store: set spec.secrets"
-    elastic = data.elasticsearch
-    if elastic.enabled and memory_bytes(elastic.heap) < memory_bytes(ELASTICSEARCH_MIN_HEAP):
+
+
+def _elasticsearch_needs(elastic: models.Elasticsearch) -> Iterator[Need]:
+    if not elastic.enabled:
+        return
+    if memory_bytes(elastic.heap) < memory_bytes(ELASTICSEARCH_MIN_HEAP):
         yield (
             ("data", "elasticsearch", "heap"),
             f"heap {elastic.heap} is too small for Elasticsearch (at least "
             f"{ELASTICSEARCH_MIN_HEAP})",
         )
     limit = elastic.resources.limits.memory
-    if elastic.enabled and limit and memory_bytes(elastic.heap) * 2 > memory_bytes(limit):
+    if limit and memory_bytes(elastic.heap) * 2 > memory_bytes(limit):
         yield (
             ("data", "elasticsearch", "heap"),
             f"heap {elastic.heap} is more than half the memory limit {limit}; "

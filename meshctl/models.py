@@ -745,6 +745,71 @@ class Data(Model):
     elasticsearch: Elasticsearch
 
 
+# --------------------------------------------------------------------------
+# Observability: metrics, alerting, SLOs
+
+
+class Prometheus(Model):
+    replicas: int = Field(ge=1, le=10, description="Prometheus pods.")
+    retention: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*(h|d|w|y)$")] = Field(
+        description="How long Prometheus keeps samples locally: 2d, 30d."
+    )
+    storage: Volume
+    resources: Resources
+
+
+Severity = Literal["page", "ticket"]
+SEVERITIES: tuple[Severity, ...] = ("page", "ticket")
+
+
+class Receiver(Model):
+    """Where Alertmanager sends alerts; its credential is a key in the secret store."""
+
+    name: DnsLabel
+    type: Literal["slack", "pagerduty", "webhook"] = Field(
+        description="slack (webhook URL), pagerduty (routing key) or webhook (URL)."
+    )
+    key: RemoteKey = Field(
+        description="Key in the secret store holding the URL or routing key (property `value`)."
+    )
+    channel: Annotated[str, StringConstraints(pattern=r"^#?[a-z0-9_-]{1,80}$")] | None = Field(
+        None, description="Slack channel."
+    )
+    severities: list[Severity] = Field(
+        default_factory=lambda: list(SEVERITIES),
+        description="Which alerts go here: page (fast burn) and ticket (slow burn).",
+    )
+
+
+class Alerting(Model):
+    receivers: list[Receiver] = Field(
+        default_factory=list, description="Alertmanager receivers; none: alerts stay in the UI."
+    )
+    replicas: int = Field(ge=1, le=5, description="Alertmanager pods.")
+
+
+class Slo(Model):
+    """The targets alerts are computed from (multi-window, multi-burn-rate)."""
+
+    availability: float = Field(
+        ge=90, lt=100, description="Share of requests that succeed, in percent: 99.9."
+    )
+    latency_p95_ms: int = Field(ge=1, description="95 % of requests faster than this.")
+    latency_p99_ms: int = Field(ge=1, description="99 % of requests faster than this.")
+    period_days: int = Field(28, ge=7, le=90, description="The SLO window the budget covers.")
+
+
+class Observability(Model):
+    """Metrics (kube-prometheus-stack), alerting and SLO alerts."""
+
+    namespace: DnsLabel = Field(description="Namespace of the monitoring stack.")
+    enabled: bool = Field(description="Deploy the metrics stack, monitors and alerts.")
+    prometheus: Prometheus
+    alerting: Alerting
+    grafana: bool = Field(description="Deploy Grafana (admin credentials from the store).")
+    slo: Slo
+
+
 class Settings(Model):
     """Everything that layers: defaults -> profile -> spec -> environment overrides."""
 
@@ -755,6 +820,7 @@ class Settings(Model):
     data: Data
     tls: Tls
     secrets: Secrets | None = Field(None, description="External secret store.")
+    observability: Observability
     resilience: Resilience
 
 
@@ -808,6 +874,7 @@ NetworkLayer = layer_model(Network)
 DataLayer = layer_model(Data)
 TlsLayer = layer_model(Tls)
 SecretsLayer = layer_model(Secrets)
+ObservabilityLayer = layer_model(Observability)
 
 
 class Metadata(Model):
@@ -981,6 +1048,9 @@ class PlatformSpec(Model):
     )
     secrets: SecretsLayer | None = Field(  # type: ignore[valid-type]
         None, description="The external secret store, for every environment."
+    )
+    observability: ObservabilityLayer | None = Field(  # type: ignore[valid-type]
+        None, description="Metrics, alerting and SLO alerts, for every environment."
     )
     resilience: ResilienceLayer | None = Field(  # type: ignore[valid-type]
         None, description="Disruption budgets and spreading, for every environment."

@@ -93,7 +93,9 @@ def test_without_a_store_nothing_that_needs_credentials_renders(project: Path) -
     run = meshctl("validate", cwd=project)
     assert run.code == 1
     assert "PostgreSQL's passwords come from the secret store: set spec.secrets" in run.stdout
-    assert "Redis's password come" in run.stdout or "Redis's password" in run.stdout
+    assert "Redis's password come from the secret store" in run.stdout
+    assert "Grafana's admin credentials come from the secret store" in run.stdout
+    assert "Alertmanager receivers' URLs and keys come from the secret store" in run.stdout
 
 
 def test_no_secret_value_is_ever_rendered(example_tree: Rendered) -> None:

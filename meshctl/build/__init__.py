@@ -18,16 +18,30 @@ from meshctl.build import (
     flux,
     istio,
     kong,
+    monitoring,
     platform,
     postgres,
     redis,
     secrets,
+    slo,
     tls,
 )
 from meshctl.build.context import BuildContext, Manifest, Release
 from meshctl.spec import Platform
 
-COMPONENTS = (platform, secrets, tls, calico, postgres, redis, elastic, istio, kong)
+COMPONENTS = (
+    platform,
+    secrets,
+    tls,
+    calico,
+    postgres,
+    redis,
+    elastic,
+    istio,
+    kong,
+    monitoring,
+    slo,
+)
 MANAGED_LABELS = {"app.kubernetes.io/managed-by": "meshctl"}
 
 

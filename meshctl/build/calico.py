@@ -66,7 +66,7 @@ ISTIOD = (istio.ISTIO_NAMESPACE, {"app": "istiod"})
 ISTIOD_XDS_PORT = 15012  # xDS and certificate signing over mTLS: all a sidecar uses
 EGRESS_GATEWAY = (istio.EGRESS_NAMESPACE, {"istio": "egressgateway"})
 EGRESS_GATEWAY_PORT = 443
-PROMETHEUS = ("monitoring", {"app.kubernetes.io/name": "prometheus"})
+PROMETHEUS_PODS = {"app.kubernetes.io/name": "prometheus"}  # the Prometheus Operator's
 SIDECAR_METRICS_PORTS = (15020, 15090)  # merged app + Envoy metrics, Envoy's own
 KONG_PODS = {"app.kubernetes.io/name": "kong", "app.kubernetes.io/instance": "kong"}
 KONG_HTTP_PORT, KONG_TLS_PORT = 8000, 8443  # the proxy's container ports
@@ -392,7 +392,7 @@ def _database_ingress(ctx: BuildContext, graph: Graph) -> list[dict[str, Any]]:
 def _workload_policies(ctx: BuildContext, graph: Graph) -> list[Manifest]:
     deny = ctx.settings.network.default_deny
     types = ["Ingress", "Egress"] if deny else ["Ingress"]
-    sidecar_scrapes = [allow_tcp(SIDECAR_METRICS_PORTS, source=_prometheus())]
+    sidecar_scrapes = [allow_tcp(SIDECAR_METRICS_PORTS, source=_prometheus(ctx))]
     manifests = []
     for service in ctx.spec.services:
         workload = graph.workloads[service.name]
@@ -453,7 +453,7 @@ def _gateway_policy(ctx: BuildContext, graph: Graph, types: list[str]) -> dict[s
         allow_tcp(proxy_ports),
         # The API server calls the admission webhook from outside the pod network.
         allow_tcp([KONG_WEBHOOK_PORT]),
-        allow_tcp(scrape_ports, source=_prometheus()),
+        allow_tcp(scrape_ports, source=_prometheus(ctx)),
         DENY,
     ]
     egress = None
@@ -522,7 +522,7 @@ def _data_policy(
         namespace, ports = endpoint.operator
         ingress.append(allow_tcp(ports, source={"namespaceSelector": namespace_is(namespace)}))
     if endpoint.metrics_ports:
-        ingress.append(allow_tcp(endpoint.metrics_ports, source=_prometheus()))
+        ingress.append(allow_tcp(endpoint.metrics_ports, source=_prometheus(ctx)))
     ingress.append(DENY)
     egress = None
     if ctx.settings.network.default_deny:
@@ -573,9 +573,10 @@ def _object_store(store: models.ObjectStorage, ctx: BuildContext) -> dict[str, A
     return _host(url.hostname or "", url.port or 443, ctx)
 
 
-def _prometheus() -> dict[str, Any]:
-    namespace, pods = PROMETHEUS
-    return {"namespaceSelector": namespace_is(namespace), "selector": all_of(pods)}
+def _prometheus(ctx: BuildContext) -> dict[str, Any]:
+    """Prometheus in the observability namespace (whether or not meshctl runs it)."""
+    namespace = ctx.settings.observability.namespace
+    return {"namespaceSelector": namespace_is(namespace), "selector": all_of(PROMETHEUS_PODS)}
 
 
 # -- Calico rule and selector syntax ---------------------------------------------------
