@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import difflib
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal
+
+from meshctl.paths import format_path
 
 REDACTED = "<redacted>"
 REDACTED_CHANGED = "<redacted> (changed)"
@@ -220,20 +221,8 @@ def _list_changes(
     return changes
 
 
-_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
 def format_field_path(path: FieldPath) -> str:
-    """A dotted path: `spec.template.spec.containers[name=kong].image`,
-    `metadata.labels["app.kubernetes.io/name"]`, `spec.rules[2]`."""
-    out = ""
-    for part in path:
-        if isinstance(part, tuple):
-            out += f"[{part[0]}={part[1]}]"
-        elif isinstance(part, int):
-            out += f"[{part}]"
-        elif _PLAIN_KEY.match(part):
-            out += f".{part}" if out else part
-        else:
-            out += f"[{json.dumps(part, ensure_ascii=False)}]"
-    return out
+    """A dotted path: `spec.template.spec.containers[name=kong].image`."""
+    return format_path(path)

@@ -11,10 +11,14 @@ _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _TOKEN = re.compile(r'\.?([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*")\]')
 
 
-def format_path(path: Path) -> str:
+def format_path(path: Path | tuple[str | int | tuple[str, str], ...]) -> str:
+    """`spec.services[0].port`, `metadata.labels["app.kubernetes.io/name"]`; a
+    (key, value) part names an item of a keyed list: `containers[name=kong]`."""
     out = ""
     for part in path:
-        if isinstance(part, int):
+        if isinstance(part, tuple):
+            out += f"[{part[0]}={part[1]}]"
+        elif isinstance(part, int):
             out += f"[{part}]"
         elif _PLAIN_KEY.match(part):
             out += f".{part}" if out else part

@@ -126,15 +126,20 @@ def upstream_dir() -> Path:
     return path
 
 
-def kubectl() -> str:
-    """The kubectl binary; skip (or fail in CI) when it is missing."""
-    path = shutil.which("kubectl")
+def tool(name: str, purpose: str) -> str:
+    """An external program the tests run for real; skip without it, or fail where
+    CI requires the real tools (MESHCTL_REQUIRE_KUBECTL: kubectl, promtool, amtool)."""
+    path = shutil.which(name)
     if path is None:
-        message = "kubectl is not on PATH; overlays cannot be built"
+        message = f"{name} is not on PATH; {purpose}"
         if _require("MESHCTL_REQUIRE_KUBECTL"):
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def kubectl() -> str:
+    return tool("kubectl", "overlays cannot be built")
 
 
 def kustomize_build(overlay: Path) -> list[dict[str, Any]]:

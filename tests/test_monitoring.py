@@ -11,8 +11,6 @@ pods' real labels and port.
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -46,14 +44,10 @@ def _context(rendered: Rendered, env: str) -> BuildContext:
 
 
 def _amtool() -> str:
-    """amtool (Debian's prometheus-alertmanager); skip, or fail where CI requires it."""
-    path = shutil.which("amtool")
-    if path is None:
-        message = "amtool is not on PATH; the Alertmanager configuration cannot be checked"
-        if os.environ.get("MESHCTL_REQUIRE_KUBECTL", "") not in ("", "0"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return harness.tool(
+        "amtool",
+        "the Alertmanager configuration cannot be checked (Debian: prometheus-alertmanager)",
+    )
 
 
 def _amtool_version(amtool: str) -> tuple[int, ...]:

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from ruamel.yaml import YAML
 
 from meshctl import layout, slo
 from meshctl.build import slo as slo_build
 from meshctl.build.context import BuildContext
-from meshctl.spec import load_platform
 
-EXAMPLE = Path(__file__).parent.parent / "templates" / "init" / "platform.yaml"
+import harness
+from conftest import Rendered
+
 PAGE_1H, PAGE_6H, TICKET_1D, TICKET_3D = slo.WINDOWS
 
 
@@ -64,26 +62,15 @@ def test_kong_service_names_follow_the_ingress_controller() -> None:
 
 
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        message = "promtool is not on PATH (Debian package `prometheus`)"
-        if os.environ.get("MESHCTL_REQUIRE_KUBECTL", "") not in ("", "0"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return harness.tool("promtool", "the rules cannot be checked (Debian package `prometheus`)")
 
 
 @pytest.fixture(scope="module")
-def rules(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], dict[str, Any]]:
-    """The example with observability on, rendered: (environment, file) -> PrometheusRule."""
-    folder = tmp_path_factory.mktemp("slo")
-    loader = YAML()
-    spec = loader.load(EXAMPLE.read_text())
-    spec["spec"]["observability"] = {"enabled": True}
-    with (folder / "platform.yaml").open("w") as stream:
-        loader.dump(spec, stream)
+def rules(example_tree: Rendered) -> dict[tuple[str, str], dict[str, Any]]:
+    """The example's rules (it turns observability on): (environment, file) -> PrometheusRule."""
+    platform = example_tree.result.platform
+    assert platform.environments["prod"].settings.observability.enabled
     # The component alone: the rules do not depend on the rest of the render.
-    platform = load_platform(folder / "platform.yaml")
     out = {}
     for env, plan in platform.environments.items():
         for manifest in slo_build.build(BuildContext(platform, plan)).manifests:
