@@ -19,8 +19,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,8 +87,20 @@ def run_meshctl(args: Sequence[str], cwd: Path) -> Run:
 
 
 def run_all(jobs: Iterable[tuple[Sequence[str], Path]]) -> list[Run]:
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        return list(pool.map(lambda job: run_meshctl(*job), jobs))
+    """Each job in a process of its own, forked from one that imported the CLI
+    once (tests/zygote.py): a few hundred runs cost their work, not their imports."""
+    batch = [{"args": list(args), "cwd": str(cwd)} for args, cwd in jobs]
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", "MESHCTL_ZYGOTE_TIMEOUT": str(TIMEOUT)}
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("zygote.py"))],
+        input=json.dumps(batch),
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return [Run(r["code"], r["stdout"], r["stderr"]) for r in json.loads(done.stdout)]
 
 
 def selected_cases(request: pytest.FixtureRequest) -> list[Path]:
