@@ -189,4 +189,25 @@ CHARTS: dict[str, Chart] = {
         # The Prometheus Operator's CRDs are far too large for client-side apply.
         server_side_apply=True,
     ),
+    "thanos": Chart(
+        "oci://registry-1.docker.io/bitnamicharts",
+        "thanos",
+        "17.6.0",
+        "thanos",
+        "0.39.2",
+    ),
+    "jaeger": Chart(
+        "https://jaegertracing.github.io/helm-charts",
+        "jaeger",
+        "4.11.1",
+        "jaeger",
+        "2.19.0",
+    ),
+    "fluent-bit": Chart(
+        "https://fluent.github.io/helm-charts",
+        "fluent-bit",
+        "0.58.1",
+        "fluent-bit",
+        "5.1.1",
+    ),
 }

@@ -19,6 +19,16 @@ Need = tuple[Path, str]
 # Users Elasticsearch's security features reserve (the others hold '_', which
 # service names cannot): a file-realm user of that name would take over the built-in.
 ELASTICSEARCH_RESERVED_USERS = ("elastic", "kibana")
+# ...and the names of the platform's own users and indices (build/telemetry.py).
+ELASTICSEARCH_RESERVED_NAMES = (
+    *ELASTICSEARCH_RESERVED_USERS,
+    "platform",
+    "fluent-bit",
+    "jaeger",
+    "grafana",
+    "log-retention",
+    "elasticsearch-exporter",
+)
 # Below this a JVM-based Elasticsearch node does not start usefully.
 ELASTICSEARCH_MIN_HEAP = "256Mi"
 
@@ -43,6 +53,7 @@ def settings_needs(settings: models.Settings) -> Iterator[Need]:
             yield path, f"{what} come from the secret store: set spec.secrets"
     yield from _postgres_needs(settings)
     yield from _elasticsearch_needs(settings.data.elasticsearch)
+    yield from _observability_needs(settings)
 
 
 def _store_users(settings: models.Settings) -> Iterator[tuple[Path, str]]:
@@ -56,6 +67,15 @@ def _store_users(settings: models.Settings) -> Iterator[tuple[Path, str]]:
         yield ("observability", "grafana"), "Grafana's admin credentials"
     if observability.enabled and observability.alerting.receivers:
         yield ("observability", "alerting", "receivers"), "Alertmanager receivers' URLs and keys"
+    if observability.enabled and data.elasticsearch.enabled:
+        yield ("observability", "enabled"), "the monitoring stack's Elasticsearch passwords"
+    if (
+        observability.enabled
+        and observability.thanos.enabled
+        and data.object_storage is not None
+        and data.object_storage.credentials == "store"
+    ):
+        yield ("observability", "thanos", "enabled"), "Thanos' object storage keys"
     if settings.tls.issuer == "ca":
         yield ("tls", "issuer"), "the CA's key"
 
@@ -103,18 +123,83 @@ def _elasticsearch_needs(elastic: models.Elasticsearch) -> Iterator[Need]:
         )
 
 
+def _observability_needs(settings: models.Settings) -> Iterator[Need]:
+    observability, data = settings.observability, settings.data
+    if not observability.enabled:
+        return
+    if observability.thanos.enabled and data.object_storage is None:
+        yield (
+            ("observability", "thanos", "enabled"),
+            "Thanos keeps metrics in object storage: set data.objectStorage, or turn Thanos off",
+        )
+    retention = observability.thanos.retention
+    if observability.thanos.enabled and not (
+        duration_hours(retention.raw)
+        <= duration_hours(retention.five_minutes)
+        <= duration_hours(retention.one_hour)
+    ):
+        yield (
+            ("observability", "thanos", "retention"),
+            f"raw ({retention.raw}) <= fiveMinutes ({retention.five_minutes}) <= oneHour "
+            f"({retention.one_hour}) is needed: a coarser resolution is made from a finer one "
+            "and must outlive it",
+        )
+    for feature, what in (("tracing", "Jaeger stores spans"), ("logs", "Fluent Bit ships logs")):
+        if getattr(observability, feature).enabled and not data.elasticsearch.enabled:
+            yield (
+                ("observability", feature, "enabled"),
+                f"{what} in Elasticsearch: set data.elasticsearch.enabled, or turn "
+                f"observability.{feature} off",
+            )
+
+
+_HOURS = {"h": 1, "d": 24, "w": 24 * 7, "y": 24 * 365}
+
+
+def duration_hours(retention: str) -> int:
+    """A retention (30d, 12h, 2w, 1y) in hours."""
+    return int(retention[:-1]) * _HOURS[retention[-1]]
+
+
+# The ports the Istio sidecar (Envoy and istio-agent) uses in every pod
+# (istio.io, "Application Requirements", Ports used by Istio).
+SIDECAR_PORTS = (15000, 15001, 15004, 15006, 15008, 15009, 15020, 15021, 15053, 15090)
+
+
+def metrics_port_conflict(service: models.Service) -> str | None:
+    """Why the service's metrics port cannot be opened to plain text, if it cannot."""
+    metrics = service.metrics
+    if metrics is None:
+        return None
+    if metrics.port == service.port:
+        return (
+            f"{metrics.port} is the service's own port: serve metrics on a port of their own "
+            "(Prometheus scrapes in plain text, and only the metrics port is let out of mTLS)"
+        )
+    if metrics.port in SIDECAR_PORTS:
+        return (
+            f"{metrics.port} is a port of the Istio sidecar "
+            f"({', '.join(map(str, SIDECAR_PORTS))}): serve metrics on another port"
+        )
+    return None
+
+
 def service_needs(settings: models.Settings, spec: models.PlatformSpec) -> Iterator[Need]:
     """Services that use a data component the environment does not run, at spec paths."""
     for index, service in enumerate(spec.services):
+        conflict = metrics_port_conflict(service)
+        if conflict is not None:
+            yield ("spec", "services", index, "metrics", "port"), conflict
         if (
             "elasticsearch" in service.uses
-            and service.name in ELASTICSEARCH_RESERVED_USERS
+            and service.name in ELASTICSEARCH_RESERVED_NAMES
             and settings.data.elasticsearch.enabled
         ):
             yield (
                 ("spec", "services", index, "name"),
                 f"'{service.name}' uses elasticsearch, where '{service.name}' is a reserved "
-                "user (each service gets a user of its own name): rename the service",
+                "user or index prefix (each service gets a user and indices of its own name): "
+                "rename the service",
             )
         if "postgres" in service.uses and settings.data.postgres.enabled:
             taken = _postgres_role_owner(settings, service.name)

@@ -221,8 +221,6 @@ def _list_changes(
     return changes
 
 
-
-
 def format_field_path(path: FieldPath) -> str:
     """A dotted path: `spec.template.spec.containers[name=kong].image`."""
     return format_path(path)

@@ -346,7 +346,10 @@ class ControlPlane(Model):
 
 class Collector(Model):
     host: Hostname = Field(description="OpenTelemetry (OTLP/gRPC) collector service host.")
-    port: int = Field(4317, ge=1, le=65535)
+    port: int = Field(4317, ge=1, le=65535, description="OTLP/gRPC port (Istio's sidecars).")
+    http_port: int = Field(
+        4318, ge=1, le=65535, description="OTLP/HTTP port (Kong's OpenTelemetry plugin)."
+    )
 
 
 class Tracing(Model):
@@ -746,14 +749,14 @@ class Data(Model):
 
 
 # --------------------------------------------------------------------------
-# Observability: metrics, alerting, SLOs
+# Observability: metrics, alerting, SLOs, traces, logs
+
+Retention = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*(h|d|w|y)$")]
 
 
 class Prometheus(Model):
     replicas: int = Field(ge=1, le=10, description="Prometheus pods.")
-    retention: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*(h|d|w|y)$")] = Field(
-        description="How long Prometheus keeps samples locally: 2d, 30d."
-    )
+    retention: Retention = Field(description="How long Prometheus keeps samples locally: 2d, 30d.")
     storage: Volume
     resources: Resources
 
@@ -799,15 +802,87 @@ class Slo(Model):
     period_days: int = Field(28, ge=7, le=90, description="The SLO window the budget covers.")
 
 
+class ThanosRetention(Model):
+    """How long the compactor keeps blocks at each resolution (downsampling)."""
+
+    raw: Retention = Field(description="Raw samples: 30d.")
+    five_minutes: Retention = Field(
+        alias="fiveMinutes", description="5-minute downsampled blocks: 90d."
+    )
+    one_hour: Retention = Field(alias="oneHour", description="1-hour downsampled blocks: 180d.")
+
+
+class Scaled(Model):
+    replicas: int = Field(ge=1, le=20)
+    resources: Resources
+
+
+class StoreGateway(Model):
+    replicas: int = Field(ge=1, le=20)
+    resources: Resources
+    storage: Volume = Field(description="Index cache volume of each store gateway.")
+
+
+class Compactor(Model):
+    resources: Resources
+    storage: Volume = Field(description="Scratch volume for compaction and downsampling.")
+
+
+class Thanos(Model):
+    """Long-term metrics: the Prometheus sidecar uploads blocks to object storage
+    (bucket `data.objectStorage.buckets.metrics`); query, store gateway and
+    compactor from the `thanos` chart."""
+
+    enabled: bool = Field(description="Ship Prometheus' blocks to object storage.")
+    retention: ThanosRetention
+    query: Scaled
+    store_gateway: StoreGateway
+    compactor: Compactor
+
+
+class TraceSampling(Model):
+    """What Jaeger's remote sampling endpoint tells SDK-instrumented services;
+    Istio and Kong sample at `mesh.tracing.samplingPercent`."""
+
+    strategy: Literal["probabilistic", "adaptive"] = Field(
+        description="probabilistic: mesh.tracing.samplingPercent for every service; adaptive: "
+        "Jaeger adjusts per service and endpoint to reach targetSamplesPerSecond."
+    )
+    target_samples_per_second: float = Field(
+        1.0, gt=0, le=1000, description="adaptive: traces per second per service and endpoint."
+    )
+
+
+class Jaeger(Model):
+    """Tracing: Jaeger v2 (`jaeger` chart) storing spans in the data tier's Elasticsearch."""
+
+    enabled: bool = Field(description="Deploy Jaeger; Istio and Kong send their spans to it.")
+    replicas: int = Field(ge=1, le=20, description="Jaeger pods (collector and query).")
+    retention_days: int = Field(ge=1, le=365, description="Days of spans kept.")
+    sampling: TraceSampling
+    resources: Resources
+
+
+class Logs(Model):
+    """Logs: Fluent Bit on every node ships container logs as JSON to Elasticsearch."""
+
+    enabled: bool = Field(description="Deploy Fluent Bit and the log indices' retention.")
+    retention_days: int = Field(ge=1, le=3650, description="Days of logs kept.")
+    resources: Resources
+
+
 class Observability(Model):
-    """Metrics (kube-prometheus-stack), alerting and SLO alerts."""
+    """Metrics (kube-prometheus-stack, Thanos), alerting, SLO alerts, traces and logs."""
 
     namespace: DnsLabel = Field(description="Namespace of the monitoring stack.")
     enabled: bool = Field(description="Deploy the metrics stack, monitors and alerts.")
     prometheus: Prometheus
+    thanos: Thanos
     alerting: Alerting
     grafana: bool = Field(description="Deploy Grafana (admin credentials from the store).")
     slo: Slo
+    tracing: Jaeger
+    logs: Logs
 
 
 class Settings(Model):
@@ -989,6 +1064,13 @@ class Route(Model):
     strip_path: bool = Field(False, description="Remove the matched prefix upstream.")
 
 
+class ServiceMetrics(Model):
+    port: int = Field(ge=1, le=65535, description="Container port of the metrics endpoint.")
+    path: Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._~/-]*$")] = Field(
+        "/metrics", description="HTTP path of the metrics endpoint."
+    )
+
+
 class Service(Model):
     """A workload in the mesh. meshctl routes to it and guards it; it does not deploy it."""
 
@@ -1016,6 +1098,9 @@ class Service(Model):
     )
     rate_limit: ServiceRateLimit | None = Field(
         None, description="Rate limit on this service's routes (overrides the global one)."
+    )
+    metrics: ServiceMetrics | None = Field(
+        None, description="Where the service's pods serve Prometheus metrics; unset: none."
     )
 
     @property

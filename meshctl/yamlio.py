@@ -500,8 +500,15 @@ class _NotFast(Exception):
     pass
 
 
+_PLAIN_DECIMAL = re.compile(r"-?[0-9]+\.[0-9]+")
+
+
 def _no_float(text: str) -> Any:
-    # JSON and YAML 1.1 disagree on floats such as 1e3: let libyaml decide.
+    # JSON and YAML 1.1 disagree on floats such as 1e3 (YAML 1.1 wants a dot
+    # and a signed exponent): only plain decimals read alike; let libyaml
+    # decide the rest.
+    if _PLAIN_DECIMAL.fullmatch(text):
+        return float(text)
     raise _NotFast
 
 
@@ -655,7 +662,8 @@ def _libyaml_line(data: Any) -> str | None:
 
 
 def _value_text(value: Any) -> str | None:
-    key = (type(value), value)
+    # Floats by their repr: 0.0 and -0.0 are equal keys but different text.
+    key = (float, repr(value)) if isinstance(value, float) else (type(value), value)
     if key not in _scalar_text:
         line = _libyaml_line([value])  # "- <value>\n"
         _scalar_text[key] = line[2:-1] if line and line.startswith("- ") else None
@@ -687,7 +695,8 @@ def _fast_value(value: Any, indent: str, out: list[str], *, in_sequence: bool) -
     else:
         text = "{}" if value == {} else "[]" if value == [] else None
         if text is None:
-            if isinstance(value, float) or not isinstance(value, str | int | bool | None):
+            finite = not isinstance(value, float) or math.isfinite(value)
+            if not finite or not isinstance(value, str | int | float | bool | None):
                 raise _NotFast
             text = _value_text(value)
             if text is None:

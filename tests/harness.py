@@ -32,6 +32,8 @@ KUBERNETES_VERSION = os.environ.get("MESHCTL_KUBERNETES_VERSION", "1.30")
 # Maps that a chart passes through to its component's own configuration, though
 # its values.yaml gives them non-empty defaults. Each is reviewed: the reason
 # names where the chart says so.
+# Parent chart -> its subcharts' value keys (alias -> folder under charts/).
+SUBCHARTS: dict[str, dict[str, str]] = {"kube-prometheus-stack": {"grafana": "grafana"}}
 PASS_THROUGH_MAPS: dict[str, dict[tuple[str, ...], str]] = {
     "kong": {
         ("env",): "every entry becomes a KONG_* setting of kong.conf (values.yaml, 'env:')",
@@ -245,18 +247,40 @@ def _documented(contract: ChartContract, parent: tuple[str, ...], key: str) -> b
     return any(pattern.match(line) for line in contract.lines[start : end - 1])
 
 
-def values_problems(contract: ChartContract, values: dict[str, Any]) -> list[str]:
+def _merged(base: Any, over: Any) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        return {**base, **{k: _merged(base.get(k), v) for k, v in over.items()}}
+    return over if over is not None else base
+
+
+def values_problems(
+    contract: ChartContract, values: dict[str, Any], upstream: Path | None = None
+) -> list[str]:
     """Every key path must exist in the chart's defaults, lie under a free-form map,
-    or be documented in values.yaml; the values must satisfy values.schema.json."""
+    or be documented in values.yaml; the values must satisfy values.schema.json.
+    A subchart's values (SUBCHARTS) are checked against the subchart's own
+    values.yaml as well as the parent's overrides of it."""
     problems: list[str] = []
     pass_through = PASS_THROUGH_MAPS.get(contract.name, {})
+    subcharts = SUBCHARTS.get(contract.name, {}) if upstream is not None else {}
+    defaults = dict(contract.defaults)
+    for alias, chart in subcharts.items():
+        defaults[alias] = _merged(chart_contract(upstream, chart).defaults, defaults.get(alias))
+
+    def documented(path: tuple[str, ...], key: str) -> bool:
+        if _documented(contract, path, key):
+            return True
+        if path and path[0] in subcharts:
+            assert upstream is not None
+            return _documented(chart_contract(upstream, subcharts[path[0]]), path[1:], key)
+        return False
 
     def walk(ours: dict[str, Any], theirs: dict[str, Any], path: tuple[str, ...]) -> None:
         for key, value in ours.items():
             here = (*path, key)
             dotted = ".".join(here)
             if key not in theirs:
-                if not _documented(contract, path, key):
+                if not documented(path, key):
                     problems.append(
                         f"{contract.name}: {dotted}: not a key of the chart "
                         "(neither in its defaults nor documented in values.yaml)"
@@ -286,7 +310,7 @@ def values_problems(contract: ChartContract, values: dict[str, Any]) -> list[str
             elif isinstance(default, dict) and default:
                 problems.append(f"{contract.name}: {dotted}: the chart expects a map here")
 
-    walk(values, contract.defaults, ())
+    walk(values, defaults, ())
     if contract.schema is not None:
         import jsonschema
 

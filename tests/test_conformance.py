@@ -58,7 +58,8 @@ def test_every_values_file_fits_its_pinned_chart(name: str, trees: dict[str, Ren
             assert deployment.values, f"{deployment.owner} takes no values"
             for values in deployment.values:
                 problems += [
-                    f"{env}/{deployment.owner}: {p}" for p in harness.values_problems(chart, values)
+                    f"{env}/{deployment.owner}: {p}"
+                    for p in harness.values_problems(chart, values, upstream)
                 ]
             checked.update(deployment.files)
         # Every values file written is one a release reads, and was checked.
@@ -125,6 +126,16 @@ def test_harness_accepts_keys_the_chart_documents_in_comments() -> None:
     assert harness.values_problems(kong, documented) == []
     # ... but only inside the right block: `name` is not documented under `proxy.http`.
     assert harness.values_problems(kong, {"proxy": {"http": {"name": "x"}}})
+
+
+def test_subchart_values_are_checked_against_the_subchart() -> None:
+    upstream = harness.upstream_dir()
+    stack = harness.chart_contract(upstream, "kube-prometheus-stack")
+    # Grafana's own key, and one kube-prometheus-stack adds for its templates.
+    good = {"grafana": {"extraSecretMounts": [], "sidecar": {"datasources": {"url": "x"}}}}
+    assert harness.values_problems(stack, good, upstream) == []
+    problems = harness.values_problems(stack, {"grafana": {"extraSecretMount": []}}, upstream)
+    assert problems and "grafana.extraSecretMount:" in problems[0]
 
 
 def test_harness_checks_kubernetes_typed_values() -> None:

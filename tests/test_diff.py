@@ -471,6 +471,16 @@ def test_retention_shortened() -> None:
     assert flagged({"retentionDays": 30}, {"retentionDays": 7}, values=True) == {
         "retention-shortened"
     }
+    # Thanos' compactor, Jaeger's index cleaner.
+    thanos = {"compactor": {"retentionResolution1h": "180d"}}
+    assert flagged(thanos, {"compactor": {"retentionResolution1h": "90d"}}, values=True) == {
+        "retention-shortened"
+    }
+    cleaner = {"esIndexCleaner": {"numberOfDays": 30}}
+    assert flagged(cleaner, {"esIndexCleaner": {"numberOfDays": 7}}, values=True) == {
+        "retention-shortened"
+    }
+    assert flagged({"esIndexCleaner": {"numberOfDays": 7}}, cleaner, values=True) == set()
 
 
 def test_every_risk_id_is_documented_and_in_the_schema() -> None:

@@ -19,11 +19,12 @@ import pytest
 import yaml
 
 from meshctl import models
-from meshctl.build import monitoring, postgres, redis
+from meshctl.build import monitoring, postgres, redis, telemetry
 from meshctl.build.context import BuildContext
+from meshctl.resources import example_spec
 
 import harness
-from conftest import Rendered
+from conftest import Rendered, meshctl
 
 ENVIRONMENTS = ("dev", "staging", "prod")
 NAMESPACE = "monitoring"
@@ -325,6 +326,47 @@ TARGETS: list[tuple[str, str, str, dict[str, str], tuple[str, int]]] = [
         },
         ("metrics", 8080),
     ),
+    ("service-api", "PodMonitor", "ai-api", {"app": "api"}, ("http-metrics", 9090)),
+    (
+        "fluent-bit",
+        "PodMonitor",
+        "monitoring",
+        {"app.kubernetes.io/name": "fluent-bit", "app.kubernetes.io/instance": "fluent-bit"},
+        ("http", 2020),
+    ),
+    (
+        "elasticsearch-exporter",
+        "PodMonitor",
+        "monitoring",
+        dict(telemetry.ELASTICSEARCH_EXPORTER_PODS),
+        ("metrics", 9114),
+    ),
+    (
+        "jaeger",
+        "PodMonitor",
+        "monitoring",
+        {
+            "app.kubernetes.io/name": "jaeger",
+            "app.kubernetes.io/instance": "jaeger",
+            "app.kubernetes.io/component": "all-in-one",
+        },
+        ("", 8888),  # the chart's container ports have no names: scraped by number
+    ),
+    *(
+        (
+            "thanos",
+            "PodMonitor",
+            "monitoring",
+            # The Bitnami chart's labels; every component names its port http.
+            {
+                "app.kubernetes.io/name": "thanos",
+                "app.kubernetes.io/instance": "thanos",
+                "app.kubernetes.io/component": component,
+            },
+            ("http", 10902),
+        )
+        for component in ("query", "storegateway", "compactor")
+    ),
 ]
 
 
@@ -404,3 +446,21 @@ def test_disabled_means_nothing(example_tree: Rendered) -> None:
     plan = dataclasses.replace(ctx.plan, settings=settings)
     output = monitoring.build(BuildContext(ctx.platform, plan))
     assert output.releases == [] and output.manifests == []
+
+
+@pytest.mark.parametrize("feature", ["tracing", "logs"])
+def test_traces_and_logs_need_elasticsearch(tmp_path: Path, feature: str) -> None:
+    text = example_spec().read_text()
+    text = text.replace(
+        "    elasticsearch:\n      enabled: true\n", "    elasticsearch:\n      enabled: false\n"
+    ).replace("postgres, elasticsearch]", "postgres]")
+    other = {"tracing": "logs", "logs": "tracing"}[feature]
+    text = text.replace(f"    {other}:\n      enabled: true\n", "")
+    (tmp_path / "platform.yaml").write_text(text)
+    run = meshctl("validate", cwd=tmp_path)
+    assert run.code == 1
+    lines = run.stdout.splitlines()
+    (problem,) = [line for line in lines if "data.elasticsearch.enabled" in line]
+    assert f"observability.{feature}.enabled: " in problem
+    assert f"turn observability.{feature} off" in problem
+    assert "environments dev, staging, prod" in problem

@@ -9,6 +9,7 @@ pods carry which labels); it never supplies an edge.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Iterable
@@ -19,7 +20,7 @@ import jsonschema
 import pytest
 import yaml
 
-from meshctl import pipeline
+from meshctl import models, pipeline
 from meshctl.build import calico, elastic, postgres, redis
 from meshctl.build.context import BuildContext, Endpoint
 from meshctl.resources import example_spec
@@ -82,6 +83,7 @@ class Names:
         services = self.ctx.spec.services
         gateway = self.ctx.settings.gateway.namespace
         self.ports = {s.name: s.port for s in services}
+        self.metrics = {s.name: s.metrics for s in services}
         self.by_account = {(s.namespace, s.account): s.name for s in services}
         self.by_account[(gateway, "kong")] = GATEWAY_PEER
         self.by_pods: dict[tuple[str, Pods], str] = {
@@ -103,6 +105,14 @@ class Names:
             self.by_pods[(database, pods({}))] = "kong-database"
 
 
+def scrape_rule(metrics: models.ServiceMetrics | None) -> dict[str, Any] | None:
+    """The rule that lets Prometheus scrape a service's metrics port in plain text."""
+    if metrics is None:
+        return None
+    operation = {"ports": [str(metrics.port)], "paths": [metrics.path], "methods": ["GET"]}
+    return {"to": [{"operation": operation}]}
+
+
 def istio_edges(objects: list[dict[str, Any]], names: Names) -> set[Edge]:
     edges = set()
     for policy in objects:
@@ -111,7 +121,12 @@ def istio_edges(objects: list[dict[str, Any]], names: Names) -> set[Edge]:
         namespace = policy["metadata"]["namespace"]
         callee = names.by_pods[(namespace, pods(policy["spec"]["selector"]["matchLabels"]))]
         for rule in policy["spec"].get("rules", []):
-            for source in rule.get("from", []):
+            if "from" not in rule:
+                # Prometheus' scrape: plain text has no principal, so it is no edge of
+                # the call graph; only the service's own metrics rule may lack `from`.
+                assert rule == scrape_rule(names.metrics[callee]), (callee, rule)
+                continue
+            for source in rule["from"]:
                 for principal in source["source"]["principals"]:
                     match = _PRINCIPAL.match(principal)
                     assert match, principal
@@ -260,6 +275,42 @@ def test_removing_a_caller_removes_its_calico_edge(tmp_path: Path) -> None:
     assert before.environments == after.environments
 
 
+def test_a_metrics_port_adds_no_edge_to_either_graph(tmp_path: Path) -> None:
+    """Prometheus' scrape rule has no `from` (plain text has no principal) and Calico
+    admits Prometheus by its pods' labels: neither is an edge of the call graph."""
+
+    def api_metrics(document: dict[str, Any]) -> None:
+        service(document, "api")["metrics"] = {"port": 9090}
+
+    before = render_variant(tmp_path / "before", lambda document: None)
+    after = render_variant(tmp_path / "after", api_metrics)
+    for env in after.environments:
+        old_names, names = Names(before.platform, env), Names(after.platform, env)
+        old = emitted(tmp_path / "before" / "rendered", env)
+        new = emitted(tmp_path / "after" / "rendered", env)
+        (policy,) = [
+            o for o in new if o["kind"] == "AuthorizationPolicy" and o["metadata"]["name"] == "api"
+        ]
+        # The extraction below does meet the rule (and checks it is the scrape's).
+        assert scrape_rule(names.metrics["api"]) in policy["spec"]["rules"]
+        assert istio_edges(new, names) == istio_edges(old, old_names)
+        assert calico_edges(new, names) == calico_edges(old, old_names)
+        assert calico_edges(new, names)[0] == istio_edges(new, names) | data_uses(names)
+
+
+def test_the_extraction_refuses_a_rule_without_from_that_is_not_the_scrape(
+    example_tree: Rendered,
+) -> None:
+    objects = copy.deepcopy(built(example_tree, "prod"))
+    names = Names(example_tree.result.platform, "prod")
+    (policy,) = [
+        o for o in objects if o["kind"] == "AuthorizationPolicy" and o["metadata"]["name"] == "api"
+    ]
+    policy["spec"]["rules"].append({"to": [{"operation": {"ports": ["8080"]}}]})
+    with pytest.raises(AssertionError):
+        istio_edges(objects, names)
+
+
 # -- namespace-wide policy -------------------------------------------------------------------
 
 
@@ -322,15 +373,16 @@ def test_every_pod_may_reach_dns_the_api_server_and_istiod(example_tree: Rendere
                 "ports": [15012],
             },
         } in rules
-        # The example traces to a collector in-cluster.
-        assert {
-            "action": "Allow",
-            "protocol": "TCP",
-            "destination": {
-                "namespaceSelector": "projectcalico.org/name == 'observability'",
-                "ports": [4317],
-            },
-        } in rules
+        # The example traces to Jaeger: OTLP over gRPC (sidecars) and HTTP (Kong).
+        for port in (4317, 4318):
+            assert {
+                "action": "Allow",
+                "protocol": "TCP",
+                "destination": {
+                    "namespaceSelector": "projectcalico.org/name == 'monitoring'",
+                    "ports": [port],
+                },
+            } in rules
         assert all(rule["action"] == "Allow" for rule in rules)
 
 

@@ -7,6 +7,7 @@ budgets and spreading per profile, and the Secrets each consuming service gets.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -330,20 +331,30 @@ def test_elasticsearch_consumers_get_their_own_user_not_the_superuser(
             "password": "{{ .password }}",
             "roles": "service-orchestrator",
         }
+        # The observability stack's components are users the same way.
+        platform_users = ["fluent-bit", "log-retention", "jaeger", "grafana"]
+        platform_users.append("elasticsearch-exporter")
         spec = _one(objects, "Elasticsearch", "elasticsearch")["spec"]
         assert spec["auth"] == {
-            "fileRealm": [{"secretName": "elasticsearch-orchestrator-user"}],
+            "fileRealm": [
+                {"secretName": f"elasticsearch-{user}-user"}
+                for user in ["orchestrator", *platform_users]
+            ],
             "roles": [{"secretName": "elasticsearch-roles"}],
         }
         roles = yaml.safe_load(
             _one(objects, "Secret", "elasticsearch-roles")["stringData"]["roles.yml"]
         )
-        assert roles == {
-            "service-orchestrator": {
-                "cluster": ["monitor"],
-                "indices": [{"names": ["orchestrator", "orchestrator-*"], "privileges": ["all"]}],
-            }
+        assert roles.pop("service-orchestrator") == {
+            "cluster": ["monitor"],
+            "indices": [{"names": ["orchestrator", "orchestrator-*"], "privileges": ["all"]}],
         }
+        assert sorted(roles) == sorted(f"platform-{user}" for user in platform_users)
+        # None of them may touch a service's indices, nor hold `all` on every index.
+        for role in roles.values():
+            for grant in role["indices"]:
+                assert all(n.startswith("platform-") or n == "*" for n in grant["names"])
+                assert "*" not in grant["names"] or grant["privileges"] == ["monitor"]
         # ...and the service's own Secret, from the same store key.
         client = _one(objects, "ExternalSecret", "orchestrator-elasticsearch")
         assert client["metadata"]["namespace"] == "ai-jobs"
@@ -369,7 +380,7 @@ def test_elasticsearch_consumers_get_their_own_user_not_the_superuser(
             }
         ]
         store = _one(objects, "ClusterSecretStore", "parallel-ai-elasticsearch-ca")
-        assert store["spec"]["conditions"] == [{"namespaces": ["ai-jobs"]}]
+        assert store["spec"]["conditions"] == [{"namespaces": ["ai-jobs", "monitoring"]}]
         assert store["spec"]["provider"]["kubernetes"]["remoteNamespace"] == DATA_NAMESPACE
         role = _one(objects, "Role", "elasticsearch-ca-reader")
         assert role["rules"] == [
@@ -387,9 +398,16 @@ def test_elasticsearch_consumers_get_their_own_user_not_the_superuser(
 def test_the_ca_copies_wait_for_the_data_stage(example_tree: Rendered) -> None:
     # ECK makes the certificate Secret when the data stage creates the cluster:
     # a copy in an earlier stage would hold that stage (and the data stage) back.
+    # The services' copies are in the resources stage; the monitoring stack's
+    # (Grafana syncs at the data wave) in the data stage, with the cluster.
     tree = example_tree.tree
     copies = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("elastic/ca.yaml"))
-    assert copies and all(p.split("/")[-3] == "resources" for p in copies)
+    assert copies
+    for path in copies:
+        stage = path.split("/")[-3]
+        for doc in yaml.safe_load_all((tree / path).read_text()):
+            namespace = doc["metadata"]["namespace"]
+            assert stage == ("data" if namespace == "monitoring" else "resources"), (path, doc)
 
 
 def test_no_secret_value_in_the_output(example_tree: Rendered) -> None:
@@ -405,6 +423,9 @@ def test_no_secret_value_in_the_output(example_tree: Rendered) -> None:
                 assert set(doc["stringData"]) == {"roles.yml"}
 
 
+_REFERENCE = re.compile(r"\$\{env:[A-Z_]+\}|\$__file\{/[a-z0-9/._-]+\}")
+
+
 def _assert_no_password(node: Any, path: Path) -> None:
     if isinstance(node, dict):
         for key, value in node.items():
@@ -414,8 +435,12 @@ def _assert_no_password(node: Any, path: Path) -> None:
                 and not key.endswith("Key")  # names a key of a Secret (passwordKey)
                 and isinstance(value, str)
             ):
-                # Either a reference to a Secret key or an ESO template of a fetched one.
-                assert value in ("", "password", "{{ .password }}"), (path, key)
+                # A reference to a Secret key, an ESO template of a fetched one,
+                # or a variable or file a program reads it from (Jaeger's config,
+                # Grafana's data source).
+                assert value in ("", "password", "{{ .password }}") or _REFERENCE.fullmatch(
+                    value
+                ), (path, key, value)
             _assert_no_password(value, path)
     elif isinstance(node, list):
         for item in node:
@@ -464,15 +489,20 @@ def test_eck_operator_is_a_crd_wave_release_watching_the_data_namespace(
         assert redis_app["spec"]["destination"]["namespace"] == DATA_NAMESPACE
 
 
-def test_a_service_named_like_a_reserved_user_cannot_use_elasticsearch(tmp_path: Path) -> None:
-    text = example_spec().read_text().replace("orchestrator", "kibana")
+@pytest.mark.parametrize("name", ["kibana", "platform", "fluent-bit"])
+def test_a_service_named_like_a_reserved_user_cannot_use_elasticsearch(
+    tmp_path: Path, name: str
+) -> None:
+    # kibana: a built-in user; platform: the prefix of the platform's own indices;
+    # fluent-bit: the log shipper's user.
+    text = example_spec().read_text().replace("orchestrator", name)
     spec = tmp_path / "platform.yaml"
     spec.write_text(text)
     run = meshctl("validate", cwd=tmp_path)
     assert run.code == 1
-    line = next(i for i, t in enumerate(text.splitlines(), 1) if t == "  - name: kibana")
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if t == f"  - name: {name}")
     assert (
-        f"platform.yaml:{line}:11: spec.services[2].name: 'kibana' uses elasticsearch, where "
-        "'kibana' is a reserved user (each service gets a user of its own name): rename the "
-        "service (environments dev, staging, prod)"
+        f"platform.yaml:{line}:11: spec.services[2].name: '{name}' uses elasticsearch, where "
+        f"'{name}' is a reserved user or index prefix (each service gets a user and indices of "
+        "its own name): rename the service (environments dev, staging, prod)"
     ) in run.stdout

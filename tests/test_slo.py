@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -152,3 +153,228 @@ def test_page_alerts_fire_at_their_burn_rate_and_not_below(
         [tool, "test", "rules", str(test_file)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- ticket alerts: the slow burns, over days ------------------------------------------
+
+# The ticket tests' counters are sampled (and the rules evaluated) every 10
+# minutes: the shortest ticket window (2h) still holds 12 samples, and the
+# three days the 3d window needs stay 432 samples per series. At 1 minute,
+# promtool would evaluate every rule 4,320 times over ranges of up to 4,320
+# samples (minutes of run time instead of seconds).
+TICKET_STEP_MINUTES = 10
+REQUESTS_PER_MINUTE = 10000
+
+
+def _minutes(duration: str) -> int:
+    return round(slo.BurnWindow("", duration, duration, 0).long_hours * 60)
+
+
+def _counters(segments: list[tuple[int, float]], step_minutes: int) -> list[dict[str, str]]:
+    """Kong's request counters through `segments` of (steps, error ratio): a
+    constant request rate, of which that share answered 503. Promtool's
+    expanding notation, one `start+increment x count` run per segment."""
+    per_step = REQUESTS_PER_MINUTE * step_minutes
+    runs: dict[str, list[str]] = {"200": [], "503": []}
+    totals = {"200": 0.0, "503": 0.0}
+    for index, (steps, ratio) in enumerate(segments):
+        increments = {"200": per_step * (1 - ratio), "503": per_step * ratio}
+        for code, increment in increments.items():
+            # The first run starts at 0; each later one a step after the last value.
+            start = totals[code] + (increment if index else 0)
+            count = steps if index == 0 else steps - 1
+            runs[code].append(f"{start:.6f}+{increment:.6f}x{count}")
+            totals[code] = start + increment * count
+    labels = 'service="ai.api.pnum-8080",route="ai.api.api.example.com.80",source="service"'
+    return [
+        {
+            "series": f'kong_http_requests_total{{{labels},code="{code}",consumer=""}}',
+            "values": " ".join(run),
+        }
+        for code, run in runs.items()
+    ]
+
+
+def _availability_rules(rules: dict[tuple[str, str], dict[str, Any]], env: str) -> dict[str, Any]:
+    """The gateway's availability group alone (the latency groups read series
+    these tests do not feed), without annotations: the expressions are under test."""
+    (group,) = [
+        copy.deepcopy(g)
+        for g in rules[(env, "gateway")]["spec"]["groups"]
+        if g["name"].endswith("availability")
+    ]
+    for rule in group["rules"]:
+        rule.pop("annotations", None)
+    return {"groups": [group]}
+
+
+def _burn_alert(
+    rules: dict[str, Any], env: str, window: slo.BurnWindow
+) -> tuple[str, int, dict[str, str]]:
+    """The window's availability alert: its name, its `for` in minutes, its labels."""
+    name = f"SLOGatewayAvailabilityBurn{window.long}"
+    (rule,) = [r for r in rules["groups"][0]["rules"] if r.get("alert") == name]
+    labels = {
+        "severity": window.severity,
+        "slo": "availability",
+        "environment": env,
+        "long_window": window.long,
+        "short_window": window.short,
+    }
+    assert rule["labels"] == labels
+    return name, _minutes(rule.get("for", "0m")), labels
+
+
+def _promtool_test(
+    tmp_path: Path, rules: dict[str, Any], step_minutes: int, tests: list[Any]
+) -> None:
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rules))
+    test_file = tmp_path / "test.yaml"
+    test_file.write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": ["rules.yaml"],
+                "evaluation_interval": f"{step_minutes}m",
+                "tests": tests,
+            }
+        )
+    )
+    result = subprocess.run(
+        [promtool(), "test", "rules", str(test_file)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _period_days(example_tree: Rendered, env: str) -> int:
+    return example_tree.result.platform.environments[env].settings.observability.slo.period_days
+
+
+@pytest.mark.parametrize(("env", "objective"), [("dev", 99.9), ("prod", 99.99)])
+@pytest.mark.parametrize("window", [TICKET_1D, TICKET_3D], ids=lambda w: w.long)
+def test_ticket_alerts_fire_at_their_burn_rate_and_not_below(
+    example_tree: Rendered,
+    rules: dict[tuple[str, str], dict[str, Any]],
+    tmp_path: Path,
+    *,
+    env: str,
+    objective: float,
+    window: slo.BurnWindow,
+) -> None:
+    """A steady error ratio just above the threshold for the whole long window
+    (and the alert's `for`) fires; just below it does not."""
+    step = TICKET_STEP_MINUTES
+    group = _availability_rules(rules, env)
+    name, wait, labels = _burn_alert(group, env, window)
+    period = _period_days(example_tree, env)
+    assert (
+        example_tree.result.platform.environments[env].settings.observability.slo.availability
+        == objective
+    )
+    limit = slo.threshold(window, objective, period)
+    # The long window full of the ratio, the `for` run out, and an hour more.
+    at = _minutes(window.long) + wait + 60
+    tests = [
+        {
+            "interval": f"{step}m",
+            "input_series": _counters([(at // step, limit * factor)], step),
+            "alert_rule_test": [{"eval_time": f"{at}m", "alertname": name, "exp_alerts": expected}],
+        }
+        for factor, expected in ((1.05, [{"exp_labels": labels}]), (0.95, []))
+    ]
+    _promtool_test(tmp_path, group, step, tests)
+
+
+@pytest.mark.parametrize("window", slo.WINDOWS, ids=lambda w: w.long)
+def test_burn_alerts_wait_for_their_long_window(
+    example_tree: Rendered,
+    rules: dict[tuple[str, str], dict[str, Any]],
+    tmp_path: Path,
+    window: slo.BurnWindow,
+) -> None:
+    """After a healthy stretch, errors at 1.05x the threshold: the alert waits
+    until the long window's average crosses it (a long window's worth of
+    errors), not the short window's. At 90 % of the long window the average
+    is 0.945x the threshold: silent."""
+    env = "prod"
+    # The short windows need several samples: 1 minute for the pages' 5m and 30m.
+    step = TICKET_STEP_MINUTES if window.severity == "ticket" else 1
+    group = _availability_rules(rules, env)
+    name, wait, labels = _burn_alert(group, env, window)
+    settings = example_tree.result.platform.environments[env].settings.observability.slo
+    limit = slo.threshold(window, settings.availability, settings.period_days)
+    long = _minutes(window.long)
+    healthy = long  # a full long window without errors first
+    end = healthy + long + wait + 2 * step
+    series = _counters([(healthy // step, 0.0), ((end - healthy) // step + 1, limit * 1.05)], step)
+    early = healthy + long * 9 // 10 // step * step  # on the evaluation grid
+    due = healthy + long + wait + step
+    tests = [
+        {
+            "interval": f"{step}m",
+            "input_series": series,
+            "alert_rule_test": [
+                {"eval_time": f"{early}m", "alertname": name, "exp_alerts": []},
+                {"eval_time": f"{due}m", "alertname": name, "exp_alerts": [{"exp_labels": labels}]},
+            ],
+        }
+    ]
+    _promtool_test(tmp_path, group, step, tests)
+
+
+# -- data-tier health --------------------------------------------------------------
+
+POSTGRES_POD = {"namespace": "data", "pod": "postgres-2", "cluster": "postgres"}
+REDIS_POD = {"namespace": "data", "pod": "redis-node-0"}
+LAG = slo_build.REPLICATION_LAG_SECONDS
+
+# alert -> (metric, labels, bad value, good value); each is fed for an hour.
+HEALTH_CASES: dict[str, tuple[str, dict[str, str], float, float]] = {
+    "PostgresCollectorDown": ("cnpg_collector_up", POSTGRES_POD, 0, 1),
+    # More than the limit fires; the limit itself does not.
+    "PostgresReplicationLag": ("cnpg_pg_replication_lag", POSTGRES_POD, LAG + 1, LAG),
+    "RedisDown": ("redis_up", REDIS_POD, 0, 1),
+}
+
+
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_data_health_alerts_fire_after_their_for_and_not_otherwise(
+    rules: dict[tuple[str, str], dict[str, Any]], tmp_path: Path, env: str
+) -> None:
+    """Each alert: silent while healthy, silent while the problem is younger
+    than its `for`, firing after it; and blind to another namespace's pods."""
+    (group,) = copy.deepcopy(rules[(env, "data")]["spec"]["groups"])
+    alerts = {r["alert"]: r for r in group["rules"] if "alert" in r}
+    # Elasticsearch's come from the exporter (tests/test_elastic_exporter.py).
+    ours = {name for name in alerts if not name.startswith("Elasticsearch")}
+    assert ours == set(HEALTH_CASES)
+    for rule in group["rules"]:
+        rule.pop("annotations", None)
+    tests = []
+    for name, (metric, labels, bad, good) in HEALTH_CASES.items():
+        rule = alerts[name]
+        wait = _minutes(rule["for"])
+        assert wait > 0, name
+        expected = [{"exp_labels": {**labels, **rule["labels"]}}]
+
+        def series(value: float, pod: dict[str, str], metric: str = metric) -> dict[str, str]:
+            selector = ",".join(f'{k}="{v}"' for k, v in sorted(pod.items()))
+            return {"series": f"{metric}{{{selector}}}", "values": f"{value}x60"}
+
+        elsewhere = {**labels, "namespace": "other"}
+        for case, fed, checks in (
+            ("healthy", [series(good, labels)], [(59, [])]),
+            ("failing", [series(bad, labels)], [(wait - 1, []), (wait + 1, expected)]),
+            ("elsewhere", [series(bad, elsewhere)], [(59, [])]),
+        ):
+            tests.append(
+                {
+                    "name": f"{name} {case}",
+                    "interval": "1m",
+                    "input_series": fed,
+                    "alert_rule_test": [
+                        {"eval_time": f"{minute}m", "alertname": name, "exp_alerts": exp}
+                        for minute, exp in checks
+                    ],
+                }
+            )
+    _promtool_test(tmp_path, {"groups": [group]}, 1, tests)

@@ -288,7 +288,7 @@ def test_fast_paths_agree_with_libyaml_on_every_render(monkeypatch: pytest.Monke
         "a: |\n  literal\n",
         "a: &anchor 1\nb: *anchor\n",
         "a: {b: plain flow}\n",
-        "a: [1.5]\n",
+        "a: [1e3]\n",  # YAML 1.1 reads a string, JSON a float
         "a: b: c\n",
         "a:\n\tb: 1\n",
         "a: 1\na: 2\n",
@@ -301,11 +301,17 @@ def test_fast_reader_steps_aside_outside_its_subset(text: str) -> None:
     assert yamlio.fast_load_all(text) is None
 
 
+@pytest.mark.parametrize("number", [0.01, 1e-05, 1e20, 100.0, -0.0, 0.0, 1.5, -2.25])
+def test_fast_writer_writes_floats_as_libyaml_does(number: float) -> None:
+    document = {"a": number, "b": [number], "c": {"d": number}}
+    assert yamlio.fast_dump_documents([document]) == yamlio.libyaml_dump_documents([document])
+
+
 @pytest.mark.parametrize(
     "document",
     [
         {"a": "two\nlines"},
-        {"a": 1.5},
+        {"a": float("nan")},
         {"x" * 200: 1},
         {1: "integer key"},
     ],

@@ -15,16 +15,20 @@ from meshctl.build import (
     argocd,
     calico,
     elastic,
+    elastic_exporter,
     flux,
     istio,
     kong,
+    logs,
     monitoring,
     platform,
     postgres,
     redis,
     secrets,
     slo,
+    thanos,
     tls,
+    tracing,
 )
 from meshctl.build.context import BuildContext, Manifest, Release
 from meshctl.spec import Platform
@@ -40,7 +44,11 @@ COMPONENTS = (
     istio,
     kong,
     monitoring,
+    thanos,
     slo,
+    tracing,
+    logs,
+    elastic_exporter,
 )
 MANAGED_LABELS = {"app.kubernetes.io/managed-by": "meshctl"}
 

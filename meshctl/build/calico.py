@@ -38,7 +38,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from meshctl import layout, models
-from meshctl.build import elastic, istio, kong, postgres, redis, tls
+from meshctl.build import elastic, istio, kong, postgres, redis, telemetry, tls
 from meshctl.build.context import (
     CRDS_WAVE,
     BuildContext,
@@ -338,9 +338,11 @@ def _baseline_egress(ctx: BuildContext) -> list[dict[str, Any]]:
             }
         ),
     ]
-    collector = ctx.settings.mesh.tracing.collector
+    collector = telemetry.collector(ctx)
     if collector is not None:
-        rules.append(allow_tcp(destination=_host(collector.host, collector.port, ctx)))
+        # OTLP over gRPC (the sidecars) and over HTTP (Kong).
+        for port in sorted({collector.port, collector.http_port}):
+            rules.append(allow_tcp(destination=_host(collector.host, port, ctx)))
     return rules
 
 
@@ -392,10 +394,13 @@ def _database_ingress(ctx: BuildContext, graph: Graph) -> list[dict[str, Any]]:
 def _workload_policies(ctx: BuildContext, graph: Graph) -> list[Manifest]:
     deny = ctx.settings.network.default_deny
     types = ["Ingress", "Egress"] if deny else ["Ingress"]
-    sidecar_scrapes = [allow_tcp(SIDECAR_METRICS_PORTS, source=_prometheus(ctx))]
     manifests = []
     for service in ctx.spec.services:
         workload = graph.workloads[service.name]
+        scrape_ports = [*SIDECAR_METRICS_PORTS]
+        if service.metrics is not None:
+            scrape_ports.append(service.metrics.port)
+        sidecar_scrapes = [allow_tcp(scrape_ports, source=_prometheus(ctx))]
         doc = _policy(
             ctx,
             service.name,
@@ -523,6 +528,8 @@ def _data_policy(
         ingress.append(allow_tcp(ports, source={"namespaceSelector": namespace_is(namespace)}))
     if endpoint.metrics_ports:
         ingress.append(allow_tcp(endpoint.metrics_ports, source=_prometheus(ctx)))
+    if endpoint.name == "elasticsearch":
+        ingress.extend(_telemetry_clients(ctx))
     ingress.append(DENY)
     egress = None
     if ctx.settings.network.default_deny:
@@ -571,6 +578,20 @@ def _object_store(store: models.ObjectStorage, ctx: BuildContext) -> dict[str, A
         return _outside(ctx, 443)
     url = urlsplit(store.endpoint)
     return _host(url.hostname or "", url.port or 443, ctx)
+
+
+def _telemetry_clients(ctx: BuildContext) -> list[dict[str, Any]]:
+    """The observability stack's pods that read and write Elasticsearch."""
+    by_namespace: dict[str, list[Mapping[str, str]]] = {}
+    for client in telemetry.elasticsearch_clients(ctx):
+        by_namespace.setdefault(client.namespace, []).append(client.pods)
+    return [
+        allow_tcp(
+            [elastic.HTTP_PORT],
+            source={"namespaceSelector": namespace_is(namespace), "selector": any_of(pods)},
+        )
+        for namespace, pods in sorted(by_namespace.items())
+    ]
 
 
 def _prometheus(ctx: BuildContext) -> dict[str, Any]:

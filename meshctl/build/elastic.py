@@ -14,8 +14,10 @@ basic-auth Secret in the data namespace (username = the service's name, role
 the same key, the Secret ``<service>-elasticsearch`` in the service's
 namespace with the URL and credentials. ECK's HTTP CA lives in the data
 namespace only; a Kubernetes-provider ClusterSecretStore that may read that one
-Secret copies it as ``<service>-elasticsearch-ca``. See
-docs/data.md.
+Secret copies it as ``<service>-elasticsearch-ca``. The observability stack's
+components (Fluent Bit, Jaeger, Grafana, the log retention job, the metrics
+exporter: ``telemetry.elasticsearch_clients``) are users the same way, each
+with a role ``platform-<name>`` that grants what it needs. See docs/data.md.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from meshctl import layout, models, yamlio
-from meshctl.build import secrets
+from meshctl.build import secrets, telemetry
 from meshctl.build.context import (
     CRDS_WAVE,
     BuildContext,
@@ -33,7 +35,7 @@ from meshctl.build.context import (
     Release,
     container_resources,
 )
-from meshctl.dependencies import ELASTICSEARCH_RESERVED_USERS, memory_bytes
+from meshctl.dependencies import ELASTICSEARCH_RESERVED_NAMES, memory_bytes
 from meshctl.errors import RenderError
 
 COMPONENT = "elastic"
@@ -109,12 +111,17 @@ def build(ctx: BuildContext) -> ComponentOutput:
     es = ctx.settings.data.elasticsearch
     if not es.enabled:
         return ComponentOutput()
-    namespace = ctx.settings.data.namespace
-    consumers = [s for s in ctx.spec.services if "elasticsearch" in s.uses]
-    for service in consumers:
-        if service.name in ELASTICSEARCH_RESERVED_USERS:  # validate refuses it first
+    consumers = [
+        *(_service_client(s) for s in ctx.spec.services if "elasticsearch" in s.uses),
+        *telemetry.elasticsearch_clients(ctx),
+    ]
+    for service in ctx.spec.services:
+        if "elasticsearch" in service.uses and service.name in ELASTICSEARCH_RESERVED_NAMES:
+            # validate refuses it first
             raise RenderError(f"service {service.name!r} would take over a reserved user")
-    values = ctx.render_one("elastic/operator-values.yaml.j2", managed_namespaces=[namespace])
+    values = ctx.render_one(
+        "elastic/operator-values.yaml.j2", managed_namespaces=[ctx.settings.data.namespace]
+    )
     release = Release(
         OPERATOR_RELEASE, "eck-operator", OPERATOR_NAMESPACE, values, CRDS_WAVE, COMPONENT
     )
@@ -131,20 +138,35 @@ def build(ctx: BuildContext) -> ComponentOutput:
     return ComponentOutput([release], manifests)
 
 
-def _role(service: models.Service) -> str:
-    return f"service-{service.name}"
+Client = telemetry.ElasticsearchClient
 
 
-def _user_secret(service: models.Service) -> str:
-    return f"{NAME}-{service.name}-user"
+def _service_client(service: models.Service) -> Client:
+    """A service: its own indices, and cluster monitoring."""
+    return Client(
+        service.name,
+        service.namespace,
+        service.pod_selector,
+        ("monitor",),
+        ({"names": [service.name, f"{service.name}-*"], "privileges": ["all"]},),
+        kind="service",
+    )
 
 
-def _store_key(service: models.Service) -> str:
-    return f"elasticsearch-{service.name}"
+def _role(client: Client) -> str:
+    return f"{client.kind}-{client.name}"
+
+
+def _user_secret(client: Client) -> str:
+    return f"{NAME}-{client.name}-user"
+
+
+def _store_key(client: Client) -> str:
+    return f"elasticsearch-{client.name}"
 
 
 def _elasticsearch(
-    ctx: BuildContext, es: models.Elasticsearch, consumers: list[models.Service]
+    ctx: BuildContext, es: models.Elasticsearch, consumers: list[Client]
 ) -> Manifest:
     resilience = ctx.settings.resilience
     config: dict[str, Any] = {
@@ -191,14 +213,11 @@ def _elasticsearch(
     return Manifest(COMPONENT, "elasticsearch", body, stage=layout.DATA)
 
 
-def _roles(ctx: BuildContext, consumers: list[models.Service]) -> Manifest:
-    """One role per consuming service: its own indices, and cluster monitoring."""
+def _roles(ctx: BuildContext, consumers: list[Client]) -> Manifest:
+    """One role per client, with the privileges it needs."""
     roles = {
-        _role(s): {
-            "cluster": ["monitor"],
-            "indices": [{"names": [s.name, f"{s.name}-*"], "privileges": ["all"]}],
-        }
-        for s in consumers
+        _role(c): {"cluster": list(c.cluster), "indices": [dict(i) for i in c.indices]}
+        for c in consumers
     }
     text = yamlio.dump(roles)
     body = ctx.render_one(
@@ -229,25 +248,25 @@ def _kibana(ctx: BuildContext, es: models.Elasticsearch) -> list[dict[str, Any]]
     )
 
 
-def _credentials(ctx: BuildContext, consumers: list[models.Service]) -> list[Manifest]:
-    """Per consuming service: its file-realm user next to Elasticsearch, and its
-    connection Secret in its own namespace, both from one store key."""
+def _credentials(ctx: BuildContext, consumers: list[Client]) -> list[Manifest]:
+    """Per client: its file-realm user next to Elasticsearch, and its connection
+    Secret in its own namespace, both from one store key."""
     namespace = ctx.settings.data.namespace
     out = []
-    for service in consumers:
-        remote = secrets.remote_key(ctx, _store_key(service))
+    for client in consumers:
+        remote = secrets.remote_key(ctx, _store_key(client))
         out.append(
             secrets.credential(
                 ctx,
                 COMPONENT,
                 "credentials",
                 secrets.Credential(
-                    _user_secret(service),
+                    _user_secret(client),
                     namespace,
                     properties={"password": "password"},
                     remote=remote,
                     type="kubernetes.io/basic-auth",
-                    literals={"username": service.name, "roles": _role(service)},
+                    literals={"username": client.name, "roles": _role(client)},
                 ),
             )
         )
@@ -257,15 +276,15 @@ def _credentials(ctx: BuildContext, consumers: list[models.Service]) -> list[Man
                 COMPONENT,
                 "credentials",
                 secrets.Credential(
-                    f"{service.name}-elasticsearch",
-                    service.namespace,
+                    f"{client.name}-elasticsearch",
+                    client.namespace,
                     properties={"password": "password"},
                     remote=remote,
                     literals={
                         "url": url(ctx),
                         "host": host(ctx),
                         "port": str(HTTP_PORT),
-                        "username": service.name,
+                        "username": client.name,
                     },
                 ),
             )
@@ -277,14 +296,14 @@ def ca_store_name(ctx: BuildContext) -> str:
     return f"{ctx.platform.name}-{NAME}-ca"
 
 
-def _ca_copies(ctx: BuildContext, consumers: list[models.Service]) -> list[Manifest]:
-    """ECK's HTTP CA, copied into each consuming service's namespace.
+def _ca_copies(ctx: BuildContext, consumers: list[Client]) -> list[Manifest]:
+    """ECK's HTTP CA, copied into each client's namespace.
 
     A ClusterSecretStore of External Secrets' Kubernetes provider reads the data
     namespace as a service account that may get exactly one Secret, ECK's
     public certificates, and only ExternalSecrets in the consumers' namespaces
-    may use it. The copies are in the resources stage: ECK makes the Secret
-    when the data stage creates the cluster.
+    may use it. The services' copies are in the resources stage: ECK makes the
+    Secret when the data stage creates the cluster.
     """
     namespace = ctx.settings.data.namespace
     store = ca_store_name(ctx)
@@ -296,7 +315,7 @@ def _ca_copies(ctx: BuildContext, consumers: list[models.Service]) -> list[Manif
             namespace=namespace,
             account=CA_READER,
             secret=CA_SECRET,
-            consumer_namespaces=sorted({s.namespace for s in consumers}),
+            consumer_namespaces=sorted({c.namespace for c in consumers}),
         )
     ]
     copies = [
@@ -305,14 +324,18 @@ def _ca_copies(ctx: BuildContext, consumers: list[models.Service]) -> list[Manif
             "ca",
             ctx.render_one(
                 "elastic/ca-secret.yaml.j2",
-                name=f"{service.name}-elasticsearch-ca",
-                namespace=service.namespace,
+                name=f"{client.name}-elasticsearch-ca",
+                namespace=client.namespace,
                 store=store,
                 secret=CA_SECRET,
                 refresh_interval=CA_REFRESH,
             ),
-            stage=layout.RESOURCES,
+            # The platform's own clients (Grafana at the data wave) cannot
+            # wait for the resources stage; ECK makes the CA as soon as the
+            # data stage creates the cluster, and the copy follows within
+            # seconds (External Secrets retries a missing source).
+            stage=layout.DATA if client.kind == "platform" else layout.RESOURCES,
         )
-        for service in consumers
+        for client in consumers
     ]
     return plumbing + copies

@@ -1,8 +1,18 @@
-"""Istio: charts base, istiod and (as egress gateway) gateway; mesh policy."""
+"""Istio: charts base, istiod and (as egress gateway) gateway; mesh policy.
+
+Per service: an AuthorizationPolicy that allows its callers' principals
+(``allowFrom``) and nothing else, a DestinationRule (Istio mTLS, connection
+pool, outlier detection), and, for a service with ``metrics``, the one
+exception to mTLS: its metrics port accepts plain text, where only Prometheus'
+``GET <path>`` is allowed (see ``meshctl.build.service_metrics``).
+"""
 
 from __future__ import annotations
 
-from meshctl.build import kong
+from typing import Any
+
+from meshctl import models
+from meshctl.build import kong, service_metrics, telemetry
 from meshctl.build.context import (
     CONTROL_WAVE,
     CRDS_WAVE,
@@ -50,6 +60,7 @@ def build(ctx: BuildContext) -> ComponentOutput:
                 affinity=ctx.affinity(istiod_selector),
                 topology_spread=ctx.zone_spread(istiod_selector),
                 tracing_provider=TRACING_PROVIDER,
+                collector=telemetry.collector(ctx),
             ),
             wave=CONTROL_WAVE,
             component=COMPONENT,
@@ -85,7 +96,12 @@ def build(ctx: BuildContext) -> ComponentOutput:
 
     manifests = [
         Manifest(COMPONENT, "mesh", doc)
-        for doc in ctx.render("istio/mesh.yaml.j2", mesh=mesh, tracing_provider=TRACING_PROVIDER)
+        for doc in ctx.render(
+            "istio/mesh.yaml.j2",
+            mesh=mesh,
+            tracing_provider=TRACING_PROVIDER,
+            collector=telemetry.collector(ctx),
+        )
     ]
     namespaces = sorted({s.namespace for s in ctx.spec.services})
     manifests += [
@@ -98,6 +114,9 @@ def build(ctx: BuildContext) -> ComponentOutput:
         for doc in ctx.render("istio/egress.yaml.j2", hosts=hosts, gateway=gateway)
     ]
     identities = mesh_identities(ctx)
+    # Opened whether or not meshctl runs Prometheus, as Calico opens it: a
+    # Prometheus of the user's own in the observability namespace scrapes too.
+    scraped = {s.name: metrics for s, metrics in service_metrics.scraped(ctx)}
     for service in ctx.spec.services:
         manifests += [
             Manifest("services", service.name, doc)
@@ -105,11 +124,30 @@ def build(ctx: BuildContext) -> ComponentOutput:
                 "istio/service.yaml.j2",
                 service=service,
                 principals=sorted({identities[peer] for peer in service.allow_from}),
+                metrics=_scrape_access(scraped.get(service.name)),
                 pool=mesh.traffic_policy.connection_pool,
                 outlier=mesh.traffic_policy.outlier_detection,
             )
         ]
     return ComponentOutput(releases, manifests)
+
+
+def _scrape_access(metrics: models.ServiceMetrics | None) -> dict[str, Any] | None:
+    """What the mesh lets Prometheus do on a service's metrics port, as template input.
+
+    Both portLevelMtls' key and an operation's port are the workload's
+    (container) port, written as strings: JSON object keys, and the CRD's
+    `ports: [string]`. meshctl.build.service_metrics explains the design.
+    """
+    if metrics is None:
+        return None
+    port = str(metrics.port)
+    return {
+        "port": port,
+        "path": metrics.path,
+        "methods": list(service_metrics.SCRAPE_METHODS),
+        "port_level_mtls": {port: {"mode": "PERMISSIVE"}},
+    }
 
 
 def mesh_identities(ctx: BuildContext) -> dict[str, str]:

@@ -1,4 +1,21 @@
-"""Kong Gateway: Helm values for the `kong` chart, global plugins, routes."""
+"""Kong Gateway: Helm values for the `kong` chart, global plugins, routes.
+
+Tracing: when spans have somewhere to go (``telemetry.collector``: Jaeger, or
+the spec's own collector), the global KongClusterPlugin ``global-opentelemetry``
+sends Kong's spans over OTLP/HTTP to ``http://<collector>:<httpPort>/v1/traces``
+at ``mesh.tracing.samplingPercent``, with ``service.name: kong``. Kong 3.9's
+plugin reads ``traces_endpoint`` (``endpoint`` is a deprecated alias),
+``sampling_rate`` (which overrides kong.conf's ``tracing_sampling_rate``) and
+``propagation``: it extracts W3C ``traceparent`` and B3 from clients, and
+injects W3C only, the one format Istio's sidecars (Envoy's OpenTelemetry
+tracer) read, so Kong's span is the parent of the mesh's. Kong makes spans
+only for the instrumentations kong.conf loads: ``tracing_instrumentations:
+all`` (the request, router, balancer, upstream call, plugins, DNS, database);
+the sampling decision is taken at the root, so unsampled requests cost no
+child spans. kong.conf's ``tracing_sampling_rate``, the global default the
+plugin's ``sampling_rate`` overrides, is set to the same rate, so the two never
+disagree.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +23,7 @@ import math
 from typing import Any
 
 from meshctl import models
-from meshctl.build import postgres
+from meshctl.build import postgres, telemetry, tracing
 from meshctl.build.context import (
     EDGE_WAVE,
     BuildContext,
@@ -25,6 +42,8 @@ _TLS_PROTOCOLS = ("1.0", "1.1", "1.2", "1.3")
 
 def build(ctx: BuildContext) -> ComponentOutput:
     gateway = ctx.settings.gateway
+    collector = telemetry.collector(ctx)
+    sampling_rate = tracing.sampling_probability(ctx)
     values = ctx.render_one(
         "kong/values.yaml.j2",
         gateway=gateway,
@@ -42,13 +61,18 @@ def build(ctx: BuildContext) -> ComponentOutput:
         topology_spread=ctx.zone_spread(
             {"app.kubernetes.io/name": "kong", "app.kubernetes.io/instance": "kong"}
         ),
+        # kong.conf takes the rate as a string like every KONG_* variable.
+        tracing_sampling_rate=format(sampling_rate, "g") if collector else None,
     )
     release = Release(
         "kong", "kong", gateway.namespace, values, wave=EDGE_WAVE, component=COMPONENT
     )
     manifests = [
         Manifest(COMPONENT, "cluster-plugins", doc)
-        for doc in ctx.render("kong/cluster-plugins.yaml.j2", plugins=global_plugins(gateway))
+        for doc in ctx.render(
+            "kong/cluster-plugins.yaml.j2",
+            plugins=global_plugins(gateway) + tracing_plugins(collector, sampling_rate),
+        )
     ]
     for service in ctx.spec.services:
         if not service.routes:
@@ -171,6 +195,30 @@ def global_plugins(gateway: models.Gateway) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def tracing_plugins(
+    collector: models.Collector | None, sampling_rate: float
+) -> list[dict[str, Any]]:
+    """Kong's spans to the collector over OTLP/HTTP; none without a collector."""
+    if collector is None:
+        return []
+    return [
+        {
+            "name": "global-opentelemetry",
+            "plugin": "opentelemetry",
+            "config": {
+                "traces_endpoint": f"http://{collector.host}:{collector.http_port}/v1/traces",
+                "sampling_rate": sampling_rate,
+                "resource_attributes": {"service.name": "kong"},
+                "propagation": {
+                    "extract": ["w3c", "b3"],
+                    "inject": ["w3c"],
+                    "default_format": "w3c",
+                },
+            },
+        }
+    ]
 
 
 def _service_plugins(service: models.Service) -> list[dict[str, Any]]:

@@ -13,11 +13,22 @@ Alertmanager's pods and read from a file (`api_url_file`, `routing_key_file`,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from meshctl import layout, models
-from meshctl.build import postgres, redis, secrets, tls
+from meshctl.build import (
+    elastic,
+    elastic_exporter,
+    logs,
+    postgres,
+    redis,
+    secrets,
+    service_metrics,
+    telemetry,
+    thanos,
+    tls,
+    tracing,
+)
 from meshctl.build.context import (
     DATA_WAVE,
     BuildContext,
@@ -26,6 +37,7 @@ from meshctl.build.context import (
     Release,
     container_resources,
 )
+from meshctl.build.telemetry import Monitor
 
 COMPONENT = "monitoring"
 RELEASE = "kube-prometheus-stack"
@@ -78,18 +90,6 @@ EXTERNAL_SECRETS_PODS = {
 EXTERNAL_SECRETS_METRICS_PORT = 8080
 
 
-@dataclass(frozen=True)
-class Monitor:
-    """A ServiceMonitor or PodMonitor: pods (or a Service) in namespaces, a port."""
-
-    kind: str  # PodMonitor | ServiceMonitor
-    name: str
-    namespaces: list[str]
-    selector: dict[str, Any]
-    endpoints: list[dict[str, Any]]
-    description: str
-
-
 def build(ctx: BuildContext) -> ComponentOutput:
     observability = ctx.settings.observability
     if not observability.enabled:
@@ -128,6 +128,9 @@ def build(ctx: BuildContext) -> ComponentOutput:
         anti_affinity=resilience.anti_affinity,
         grafana=observability.grafana,
         grafana_secret=GRAFANA_SECRET,
+        grafana_datasources=grafana_datasources(ctx),
+        grafana_secret_mounts=_grafana_secret_mounts(ctx),
+        thanos=_thanos(ctx),
     )
     # At the data wave: Grafana and Alertmanager mount Secrets that the
     # foundation stage (wave 1) makes; at wave 0 their pods would wait for them
@@ -160,6 +163,100 @@ def _storage(volume: models.Volume) -> dict[str, Any]:
     if volume.storage_class:
         spec["storageClassName"] = volume.storage_class
     return {"volumeClaimTemplate": {"spec": spec}}
+
+
+def _thanos(ctx: BuildContext) -> dict[str, Any] | None:
+    """The sidecar's settings, when Thanos is on."""
+    if not thanos.enabled(ctx):
+        return None
+    return {
+        "secret": thanos.OBJSTORE_SECRET,
+        "key": thanos.OBJSTORE_KEY,
+        "external_labels": thanos.external_labels(ctx),
+        "query_url": thanos.query_url(ctx),
+    }
+
+
+# -- Grafana's data sources ----------------------------------------------------------
+
+GRAFANA_CLIENT = "grafana"  # its Elasticsearch user (telemetry.elasticsearch_clients)
+GRAFANA_SECRETS_DIR = "/etc/secrets"
+LOGS_DATASOURCE_UID = "logs"
+JAEGER_DATASOURCE_UID = "jaeger"
+
+
+def _grafana_reads_elasticsearch(ctx: BuildContext) -> bool:
+    return any(c.name == GRAFANA_CLIENT for c in telemetry.elasticsearch_clients(ctx))
+
+
+def _grafana_secret_mounts(ctx: BuildContext) -> list[dict[str, Any]]:
+    if not _grafana_reads_elasticsearch(ctx):
+        return []
+    return [
+        {
+            "name": secret,
+            "secretName": secret,
+            "mountPath": f"{GRAFANA_SECRETS_DIR}/{secret}",
+            "readOnly": True,
+        }
+        for secret in (f"{GRAFANA_CLIENT}-elasticsearch", f"{GRAFANA_CLIENT}-elasticsearch-ca")
+    ]
+
+
+def grafana_datasources(ctx: BuildContext) -> list[dict[str, Any]]:
+    """Jaeger and the logs index, next to the chart's Prometheus (or Thanos)."""
+    observability = ctx.settings.observability
+    if not observability.grafana:
+        return []
+    sources: list[dict[str, Any]] = []
+    logs_on = observability.logs.enabled and _grafana_reads_elasticsearch(ctx)
+    if observability.tracing.enabled:
+        jaeger: dict[str, Any] = {
+            "name": "Jaeger",
+            "uid": JAEGER_DATASOURCE_UID,
+            "type": "jaeger",
+            "access": "proxy",
+            "url": telemetry.jaeger_query_url(ctx),
+            "editable": False,
+        }
+        if logs_on:
+            # From a span to the logs of the same trace (Istio's access logs
+            # and the services' JSON logs carry trace_id).
+            jaeger["jsonData"] = {
+                "tracesToLogsV2": {
+                    "datasourceUid": LOGS_DATASOURCE_UID,
+                    "filterByTraceID": True,
+                    "spanStartTimeShift": "-5m",
+                    "spanEndTimeShift": "5m",
+                }
+            }
+        sources.append(jaeger)
+    if logs_on:
+        secret_dir = f"{GRAFANA_SECRETS_DIR}/{GRAFANA_CLIENT}-elasticsearch"
+        ca_dir = f"{GRAFANA_SECRETS_DIR}/{GRAFANA_CLIENT}-elasticsearch-ca"
+        sources.append(
+            {
+                "name": "Logs",
+                "uid": LOGS_DATASOURCE_UID,
+                "type": "elasticsearch",
+                "access": "proxy",
+                "url": elastic.url(ctx),
+                "basicAuth": True,
+                "basicAuthUser": GRAFANA_CLIENT,
+                "editable": False,
+                "jsonData": {
+                    "index": telemetry.LOG_INDICES,
+                    "timeField": "@timestamp",
+                    "logMessageField": telemetry.LOG_MESSAGE_FIELD,
+                    "tlsAuthWithCACert": True,
+                },
+                "secureJsonData": {
+                    "basicAuthPassword": "$__file{" + secret_dir + "/password}",
+                    "tlsCACert": "$__file{" + ca_dir + "/ca.crt}",
+                },
+            }
+        )
+    return sources
 
 
 # -- credentials -------------------------------------------------------------------
@@ -384,6 +481,8 @@ def monitors(ctx: BuildContext) -> list[dict[str, Any]]:
                 "External Secrets Operator's controller (sync errors).",
             )
         )
+    for component in (service_metrics, thanos, tracing, logs, elastic_exporter):
+        found.extend(component.monitors(ctx))
     return [
         {
             "kind": m.kind,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshctl import models
+from meshctl.build import elastic_exporter
 from meshctl.build.context import BuildContext, ComponentOutput, Manifest
 from meshctl.slo import WINDOWS, BurnWindow, budget_consumed, burn_rate, error_budget, threshold
 
@@ -237,8 +238,8 @@ def _duration_text(hours: float) -> str:
 
 
 def _data_health(ctx: BuildContext) -> dict[str, Any]:
-    """Up/down alerts for the data tier's exporters (Elasticsearch has none: ECK
-    ships no metrics exporter, see docs/slo.md)."""
+    """Up/down alerts for the data tier's exporters (Elasticsearch's from the
+    exporter meshctl runs, see docs/elasticsearch-metrics.md)."""
     data = ctx.settings.data
     namespace = data.namespace
     labels = {"environment": ctx.environment, "slo": "health"}
@@ -295,6 +296,8 @@ def _data_health(ctx: BuildContext) -> dict[str, Any]:
                 },
             }
         )
+    # Elasticsearch's come from its exporter's series (elastic_exporter.py).
+    rules += elastic_exporter.health_rules(ctx)
     return {"name": "data-health", "rules": rules}
 
 
