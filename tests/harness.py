@@ -140,6 +140,52 @@ def tool(name: str, purpose: str) -> str:
     return path
 
 
+def promtool() -> str:
+    return tool("promtool", "the rules cannot be checked (Debian package `prometheus`)")
+
+
+def promtool_check(groups: list[dict[str, Any]], folder: Path) -> None:
+    """`promtool check rules` on the rule groups."""
+    rule_file = folder / "rules.yaml"
+    rule_file.write_text(yaml.safe_dump({"groups": groups}))
+    result = subprocess.run(
+        [promtool(), "check", "rules", str(rule_file)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def promtool_test(
+    groups: list[dict[str, Any]],
+    tests: list[dict[str, Any]],
+    folder: Path,
+    evaluation_interval: str = "1m",
+) -> None:
+    """`promtool test rules`: the rule groups (annotations dropped: the
+    expressions are under test, not the texts) against the unit tests."""
+    bare = [
+        {
+            **group,
+            "rules": [{k: v for k, v in r.items() if k != "annotations"} for r in group["rules"]],
+        }
+        for group in groups
+    ]
+    (folder / "rules.yaml").write_text(yaml.safe_dump({"groups": bare}))
+    test_file = folder / "test.yaml"
+    test_file.write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": ["rules.yaml"],
+                "evaluation_interval": evaluation_interval,
+                "tests": tests,
+            }
+        )
+    )
+    result = subprocess.run(
+        [promtool(), "test", "rules", str(test_file)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def kubectl() -> str:
     return tool("kubectl", "overlays cannot be built")
 

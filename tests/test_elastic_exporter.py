@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from meshctl.build import elastic, elastic_exporter, monitoring, telemetry
 from meshctl.build.context import BuildContext
@@ -460,19 +458,11 @@ def test_replica_and_node_count_alerts_only_with_several_nodes(example_tree: Ren
 def test_health_alerts_fire_when_they_should_and_only_then(
     example_tree: Rendered, tmp_path: Path, env: str
 ) -> None:
-    tool = harness.tool("promtool", "the rules cannot be checked (Debian package `prometheus`)")
     ctx = _context(example_tree, env)
     rules = elastic_exporter.health_rules(ctx)
     assert elastic_exporter.job(ctx) == JOB
-    rule_file = tmp_path / "rules.yaml"
-    rule_file.write_text(yaml.safe_dump({"groups": [{"name": "data-health", "rules": rules}]}))
-    check = subprocess.run(
-        [tool, "check", "rules", str(rule_file)], capture_output=True, text=True, check=False
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
-    for rule in rules:  # the expressions are under test, not the texts
-        rule.pop("annotations")
-    rule_file.write_text(yaml.safe_dump({"groups": [{"name": "data-health", "rules": rules}]}))
+    groups = [{"name": "data-health", "rules": rules}]
+    harness.promtool_check(groups, tmp_path)
     names = sorted({r["alert"] for r in rules})
     cases = _health_cases(ctx.settings.data.elasticsearch.nodes)
     # Every alert is seen firing by some case.
@@ -502,11 +492,4 @@ def test_health_alerts_fire_when_they_should_and_only_then(
                 "alert_rule_test": checks,
             }
         )
-    test_file = tmp_path / "test.yaml"
-    test_file.write_text(
-        yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests})
-    )
-    result = subprocess.run(
-        [tool, "test", "rules", str(test_file)], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    harness.promtool_test(groups, tests, tmp_path)

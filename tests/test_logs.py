@@ -11,14 +11,12 @@ in ECK's roles file, the retention against the profiles.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import fnmatch
 import json
 import posixpath
 import re
 import shlex
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -585,24 +583,13 @@ def _alert_cases() -> list[tuple[str, list[dict[str, str]], int, dict[str, bool]
 def test_alerts_fire_when_logs_are_lost_or_late(
     example_tree: Rendered, tmp_path: Path, env: str
 ) -> None:
-    tool = harness.tool("promtool", "the rules cannot be checked (Debian package `prometheus`)")
     objects = _objects(example_tree.tree, env)
     rule = _find(objects, "PrometheusRule", "fluent-bit")
     assert rule["metadata"]["namespace"] == NAMESPACE
     # The scrape job is the PodMonitor's, as the Prometheus Operator names it.
     monitor = _find(objects, "PodMonitor", "fluent-bit")
     assert OUTPUT["job"] == f"{monitor['metadata']['namespace']}/{monitor['metadata']['name']}"
-    rule_file = tmp_path / "rules.yaml"
-    rule_file.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
-    check = subprocess.run(
-        [tool, "check", "rules", str(rule_file)], capture_output=True, text=True, check=False
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
-    groups = copy.deepcopy(rule["spec"]["groups"])  # the build is shared by the session
-    for group in groups:  # the expressions are under test, not the texts
-        for entry in group["rules"]:
-            entry.pop("annotations")
-    rule_file.write_text(yaml.safe_dump({"groups": groups}))
+    harness.promtool_check(rule["spec"]["groups"], tmp_path)
     tests = []
     for case, series, minute, expected in _alert_cases():
         checks = [
@@ -627,11 +614,4 @@ def test_alerts_fire_when_logs_are_lost_or_late(
         tests.append(
             {"name": case, "interval": "1m", "input_series": series, "alert_rule_test": checks}
         )
-    test_file = tmp_path / "test.yaml"
-    test_file.write_text(
-        yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests})
-    )
-    result = subprocess.run(
-        [tool, "test", "rules", str(test_file)], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    harness.promtool_test(rule["spec"]["groups"], tests, tmp_path)

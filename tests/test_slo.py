@@ -63,7 +63,7 @@ def test_kong_service_names_follow_the_ingress_controller() -> None:
 
 
 def promtool() -> str:
-    return harness.tool("promtool", "the rules cannot be checked (Debian package `prometheus`)")
+    return harness.promtool()
 
 
 @pytest.fixture(scope="module")
@@ -119,12 +119,7 @@ def test_page_alerts_fire_at_their_burn_rate_and_not_below(
     objective: float,
     window: slo.BurnWindow,
 ) -> None:
-    tool = promtool()
     groups = rules[(env, "gateway")]["spec"]["groups"]
-    for group in groups:  # the expressions are under test, not the texts
-        for rule in group["rules"]:
-            rule.pop("annotations", None)
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
     limit = slo.threshold(window, objective, 28)
     name = f"SLOGatewayAvailabilityBurn{window.long}"
     labels = {
@@ -145,14 +140,7 @@ def test_page_alerts_fire_at_their_burn_rate_and_not_below(
                 ],
             }
         )
-    test_file = tmp_path / "test.yaml"
-    test_file.write_text(
-        yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests})
-    )
-    result = subprocess.run(
-        [tool, "test", "rules", str(test_file)], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    harness.promtool_test(groups, tests, tmp_path)
 
 
 # -- ticket alerts: the slow burns, over days ------------------------------------------
@@ -228,21 +216,7 @@ def _burn_alert(
 def _promtool_test(
     tmp_path: Path, rules: dict[str, Any], step_minutes: int, tests: list[Any]
 ) -> None:
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rules))
-    test_file = tmp_path / "test.yaml"
-    test_file.write_text(
-        yaml.safe_dump(
-            {
-                "rule_files": ["rules.yaml"],
-                "evaluation_interval": f"{step_minutes}m",
-                "tests": tests,
-            }
-        )
-    )
-    result = subprocess.run(
-        [promtool(), "test", "rules", str(test_file)], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    harness.promtool_test(rules["groups"], tests, tmp_path, f"{step_minutes}m")
 
 
 def _period_days(example_tree: Rendered, env: str) -> int:

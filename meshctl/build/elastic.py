@@ -276,7 +276,7 @@ def _credentials(ctx: BuildContext, consumers: list[Client]) -> list[Manifest]:
                 COMPONENT,
                 "credentials",
                 secrets.Credential(
-                    f"{client.name}-elasticsearch",
+                    telemetry.credentials_secret(client.name),
                     client.namespace,
                     properties={"password": "password"},
                     remote=remote,
@@ -324,7 +324,7 @@ def _ca_copies(ctx: BuildContext, consumers: list[Client]) -> list[Manifest]:
             "ca",
             ctx.render_one(
                 "elastic/ca-secret.yaml.j2",
-                name=f"{client.name}-elasticsearch-ca",
+                name=telemetry.ca_secret(client.name),
                 namespace=client.namespace,
                 store=store,
                 secret=CA_SECRET,

@@ -122,12 +122,12 @@ def client(ctx: BuildContext) -> telemetry.ElasticsearchClient | None:
 
 def credentials_secret(user: telemetry.ElasticsearchClient) -> str:
     """The Secret elastic.py makes for a client: url, host, port, username, password."""
-    return f"{user.name}-elasticsearch"
+    return telemetry.credentials_secret(user.name)
 
 
 def ca_secret(user: telemetry.ElasticsearchClient) -> str:
     """The copy of ECK's CA elastic.py makes for a client (key ca.crt)."""
-    return f"{user.name}-elasticsearch-ca"
+    return telemetry.ca_secret(user.name)
 
 
 def args(ctx: BuildContext) -> list[str]:

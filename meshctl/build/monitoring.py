@@ -199,7 +199,10 @@ def _grafana_secret_mounts(ctx: BuildContext) -> list[dict[str, Any]]:
             "mountPath": f"{GRAFANA_SECRETS_DIR}/{secret}",
             "readOnly": True,
         }
-        for secret in (f"{GRAFANA_CLIENT}-elasticsearch", f"{GRAFANA_CLIENT}-elasticsearch-ca")
+        for secret in (
+            telemetry.credentials_secret(GRAFANA_CLIENT),
+            telemetry.ca_secret(GRAFANA_CLIENT),
+        )
     ]
 
 
@@ -232,8 +235,8 @@ def grafana_datasources(ctx: BuildContext) -> list[dict[str, Any]]:
             }
         sources.append(jaeger)
     if logs_on:
-        secret_dir = f"{GRAFANA_SECRETS_DIR}/{GRAFANA_CLIENT}-elasticsearch"
-        ca_dir = f"{GRAFANA_SECRETS_DIR}/{GRAFANA_CLIENT}-elasticsearch-ca"
+        secret_dir = f"{GRAFANA_SECRETS_DIR}/{telemetry.credentials_secret(GRAFANA_CLIENT)}"
+        ca_dir = f"{GRAFANA_SECRETS_DIR}/{telemetry.ca_secret(GRAFANA_CLIENT)}"
         sources.append(
             {
                 "name": "Logs",

@@ -73,6 +73,16 @@ class ElasticsearchClient:
     kind: str = "platform"  # the role is <kind>-<name>
 
 
+def credentials_secret(client: str) -> str:
+    """The Secret with an Elasticsearch client's url, host, port, username, password."""
+    return f"{client}-elasticsearch"
+
+
+def ca_secret(client: str) -> str:
+    """The Secret with ECK's CA (`ca.crt`), copied next to an Elasticsearch client."""
+    return f"{client}-elasticsearch-ca"
+
+
 def _indices(names: list[str], privileges: list[str]) -> dict[str, Any]:
     return {"names": names, "privileges": privileges}
 

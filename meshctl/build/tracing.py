@@ -107,8 +107,8 @@ WAVE = RESOURCES_WAVE + 1
 # The Deployment's pods (the chart's selector labels and component).
 PODS = {**telemetry.JAEGER_PODS, "app.kubernetes.io/component": "all-in-one"}
 
-CREDENTIALS_SECRET = f"{telemetry.JAEGER_RELEASE}-elasticsearch"  # made by elastic.py
-CA_SECRET = f"{telemetry.JAEGER_RELEASE}-elasticsearch-ca"  # made by elastic.py
+CREDENTIALS_SECRET = telemetry.credentials_secret(telemetry.JAEGER_RELEASE)  # elastic.py
+CA_SECRET = telemetry.ca_secret(telemetry.JAEGER_RELEASE)  # made by elastic.py
 CA_DIR = "/etc/jaeger/elasticsearch-ca"
 CA_FILE = f"{CA_DIR}/ca.crt"
 CLEANER_CA_FILE = "/es-tls/ca.crt"
