@@ -7,6 +7,7 @@ shell prompts and CI preambles, where 100 ms of imports is noticeable.
 from __future__ import annotations
 
 import gc
+import os
 import sys
 
 
@@ -15,6 +16,10 @@ def main() -> None:
     # reference counting frees them, and the cyclic collector's passes over
     # them cost a sixth of the run. (Library callers keep the collector.)
     gc.disable()
+    # Pydantic looks for plugins in every installed distribution's entry points
+    # on first use (tens of milliseconds); meshctl's validation uses none, and
+    # a plugin installed for another program must not change it.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     if sys.argv[1:] == ["--version"]:
         from meshctl import __version__
 

@@ -500,6 +500,21 @@ class _NotFast(Exception):
     pass
 
 
+# Strings libyaml writes plain, known without asking it: a letter, then
+# letters, digits and `._/-`, and not a word YAML 1.1 reads as a bool or null
+# (nothing else that starts with a letter resolves to another type).
+_PLAIN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9._/-]*")
+_YAML11_WORDS = frozenset(
+    word
+    for base in ("y", "yes", "n", "no", "true", "false", "on", "off", "null")
+    for word in (base, base.capitalize(), base.upper())
+)
+
+
+def _plain_word(text: str) -> bool:
+    return _PLAIN_WORD.fullmatch(text) is not None and text not in _YAML11_WORDS
+
+
 _PLAIN_DECIMAL = re.compile(r"-?[0-9]+\.[0-9]+")
 
 
@@ -520,6 +535,8 @@ def _json(text: str) -> Any:
 
 
 def _plain_value(text: str) -> Any:
+    if _plain_word(text):  # a string by YAML 1.1's rules too
+        return text
     value = _plain_values.get(text, _plain_values)
     if value is _plain_values:
         if text[0] in _PLAIN_UNSAFE_START or " #" in text or ": " in text or text[-1] == ":":
@@ -662,6 +679,10 @@ def _libyaml_line(data: Any) -> str | None:
 
 
 def _value_text(value: Any) -> str | None:
+    if type(value) is str and _plain_word(value):
+        return value
+    if type(value) is int:
+        return str(value)
     # Floats by their repr: 0.0 and -0.0 are equal keys but different text.
     key = (float, repr(value)) if isinstance(value, float) else (type(value), value)
     if key not in _scalar_text:
@@ -671,6 +692,9 @@ def _value_text(value: Any) -> str | None:
 
 
 def _mapping_key_text(key: str) -> str | None:
+    # libyaml writes a key longer than 128 characters as a complex key (`? `).
+    if len(key) <= 128 and _plain_word(key):
+        return key
     if key not in _key_text:
         line = _libyaml_line({key: None})  # "<key>: null\n"
         ok = line is not None and line.endswith(": null\n") and not line.startswith("?")

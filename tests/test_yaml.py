@@ -301,6 +301,23 @@ def test_fast_reader_steps_aside_outside_its_subset(text: str) -> None:
     assert yamlio.fast_load_all(text) is None
 
 
+WORDS = [
+    *("y", "Y", "yes", "Yes", "YES", "n", "no", "NO", "on", "Off", "true", "FALSE", "null", "Null"),
+    *("yes-no", "onion", "nullable", "y1", "e", "E1", "inf", "nan", "a-", "a.b", "a/b", "A_b"),
+    *("kube-prometheus-stack", "app.kubernetes.io/name", "v1", "x.", "a--b", "Z9/._-"),
+    *("k" * 127, "k" * 128, "k" * 129),
+]
+
+
+@pytest.mark.parametrize("word", WORDS)
+def test_plain_words_are_written_as_libyaml_writes_them(word: str) -> None:
+    for document in ({"a": word}, {word: 1}, {"a": [word]}):
+        fast = yamlio.fast_dump_documents([document])
+        assert fast == yamlio.libyaml_dump_documents([document]) or (
+            fast is None and len(word) > 128  # a complex key (`? `): libyaml's job
+        )
+
+
 @pytest.mark.parametrize("number", [0.01, 1e-05, 1e20, 100.0, -0.0, 0.0, 1.5, -2.25])
 def test_fast_writer_writes_floats_as_libyaml_does(number: float) -> None:
     document = {"a": number, "b": [number], "c": {"d": number}}
