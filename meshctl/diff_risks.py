@@ -194,6 +194,23 @@ def _addition_risks(target: Target, new: Any) -> list[Risk]:
     authz = target.group == "security.istio.io" and target.kind == "AuthorizationPolicy"
     if authz and spec.get("action", "ALLOW") == "ALLOW" and {} in (spec.get("rules") or []):
         return [Risk("authz-loosened", "a new AuthorizationPolicy allows every request")]
+    peer = target.group == "security.istio.io" and target.kind == "PeerAuthentication"
+    if peer:
+        # A new policy that lets plain text in, for the workload or one port
+        # (a service's metrics port), overrides the mesh-wide STRICT for it.
+        modes = [("workload", (spec.get("mtls") or {}).get("mode"))]
+        modes += [
+            (f"port {port}", (level or {}).get("mode"))
+            for port, level in sorted((spec.get("portLevelMtls") or {}).items())
+        ]
+        weak = [f"{where} {mode}" for where, mode in modes if mode in ("PERMISSIVE", "DISABLE")]
+        if weak:
+            return [
+                Risk(
+                    "mtls-weakened",
+                    "a new PeerAuthentication accepts plain text: " + ", ".join(weak),
+                )
+            ]
     if _is_network_policy(target):
         for direction, rules in _policy_rules(target, spec).items():
             if {} in rules["allow"]:

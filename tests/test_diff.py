@@ -483,6 +483,16 @@ def test_retention_shortened() -> None:
     assert flagged({"esIndexCleaner": {"numberOfDays": 7}}, cleaner, values=True) == set()
 
 
+def test_a_new_peer_authentication_that_accepts_plain_text_is_flagged() -> None:
+    def peer(spec: dict[str, Any]) -> dict[str, Any]:
+        return resource("security.istio.io/v1", "PeerAuthentication", "api", spec=spec)
+
+    metrics_port = {"mtls": {"mode": "UNSET"}, "portLevelMtls": {"9090": {"mode": "PERMISSIVE"}}}
+    assert flagged(None, peer(metrics_port)) == {"mtls-weakened"}
+    assert flagged(None, peer({"mtls": {"mode": "DISABLE"}})) == {"mtls-weakened"}
+    assert flagged(None, peer({"mtls": {"mode": "STRICT"}})) == set()
+
+
 def test_every_risk_id_is_documented_and_in_the_schema() -> None:
     schema = json.loads((ROOT / "schemas" / "diff.schema.json").read_text())
     assert schema["$defs"]["riskId"]["enum"] == list(diff.RISKS)
