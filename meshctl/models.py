@@ -18,12 +18,10 @@ Field names are snake_case in Python and camelCase in YAML. Validation is
 strict, as JSON Schema is: "5" is not an integer.
 """
 
-from __future__ import annotations
-
 import ipaddress
 import types
 from functools import cache
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -175,7 +173,7 @@ class KongDatabase(Model):
     )
 
     @model_validator(mode="after")
-    def _postgres_needs_connection(self) -> KongDatabase:
+    def _postgres_needs_connection(self) -> Self:
         if self.mode != "postgres":
             return self
         connection = (
@@ -226,7 +224,7 @@ class Proxy(Model):
     )
 
     @model_validator(mode="after")
-    def _ranges_need_a_load_balancer(self) -> Proxy:
+    def _ranges_need_a_load_balancer(self) -> Self:
         # Kubernetes (and the chart) ignore source ranges on other Service types:
         # an allow-list that silently allows everyone is worse than an error.
         if self.load_balancer_source_ranges and self.service_type != "LoadBalancer":
@@ -268,7 +266,7 @@ class RateLimit(Model):
     )
 
     @model_validator(mode="after")
-    def _one_window(self) -> RateLimit:
+    def _one_window(self) -> Self:
         if all(v is None for v in (self.second, self.minute, self.hour, self.day)):
             raise ValueError("set at least one of second, minute, hour, day")
         return self
@@ -460,7 +458,7 @@ class Calico(Model):
     )
 
     @model_validator(mode="after")
-    def _routes_need_bgp(self) -> Calico:
+    def _routes_need_bgp(self) -> Self:
         if self.bgp == "Disabled":
             routed = sorted(
                 {p.encapsulation for p in self.ip_pools} & {"IPIP", "IPIPCrossSubnet", "None"}
@@ -549,7 +547,7 @@ class SecretStore(Model):
     azure: AzureStore | None = None
 
     @model_validator(mode="after")
-    def _provider_block(self) -> SecretStore:
+    def _provider_block(self) -> Self:
         # Other providers' blocks may stay (an environment can switch provider
         # without removing the spec's block); only the named one is used.
         if getattr(self, self.provider) is None:
@@ -609,7 +607,7 @@ class Tls(Model):
     renew_before: Duration = Field("720h", description="Renew this long before expiry.")
 
     @model_validator(mode="after")
-    def _issuer_block(self) -> Tls:
+    def _issuer_block(self) -> Self:
         if self.issuer == "acme" and self.acme is None:
             raise ValueError("issuer is acme; set `acme` with at least its email")
         if self.issuer == "ca" and self.ca is None:
@@ -997,7 +995,7 @@ class Cluster(Model):
     name: DnsLabel | None = Field(None, description="Name of a cluster registered in Argo CD.")
 
     @model_validator(mode="after")
-    def _one_of(self) -> Cluster:
+    def _one_of(self) -> Self:
         if (self.server is None) == (self.name is None):
             raise ValueError("set exactly one of server and name")
         return self
