@@ -81,11 +81,23 @@ def load_profiles(project_dir: Path | None = None) -> ProfileSet:
         local_dir = project_dir / "profiles"
         if local_dir.is_dir() and local_dir.resolve() != builtin_dir.resolve():
             for path in sorted(local_dir.glob("*.yaml")):
+                if _same_as_builtin(path, builtin_dir):
+                    # meshctl's own checkout (`pip install .` in it), or a
+                    # verbatim copy: it is the built-in, not a second profile.
+                    continue
                 _add(profiles, problems, broken, path, str(path), builtin=False)
     problems.extend(_chain_problems(profiles, broken))
     if problems:
         raise SpecError(problems)
     return ProfileSet(profiles)
+
+
+def _same_as_builtin(path: Path, builtin_dir: Path) -> bool:
+    builtin = builtin_dir / path.name
+    try:
+        return builtin.is_file() and builtin.read_bytes() == path.read_bytes()
+    except OSError:
+        return False
 
 
 def _add(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import yaml
 
 from meshctl.expand import REMOVED, Layer, expand
 from meshctl.load import parse_source
+from meshctl.resources import profiles_dir
 from meshctl.spec import load_platform
 
 from conftest import meshctl
@@ -190,6 +192,22 @@ def test_a_project_profile_extends_a_built_in_one(project: Path) -> None:
     # perf extends prod, so production policies apply to staging now
     platform = load_platform(spec)
     assert platform.environments["staging"].production
+
+
+def test_verbatim_copies_of_the_built_in_profiles_are_the_built_ins(project: Path) -> None:
+    # meshctl's own checkout holds profiles/ at its root: `pip install .`, then
+    # `meshctl init && meshctl render` there (the README's quick start) must work.
+    shutil.copytree(profiles_dir(), project / "profiles")
+    (project / "profiles/perf.yaml").write_text("name: perf\ndescription: Load\nextends: prod\n")
+    run = meshctl("render", cwd=project)
+    assert run.code == 0, run.stdout + run.stderr
+    assert "perf" in meshctl("profiles", "list", cwd=project).stdout
+    # A changed copy is still a project profile, and refused under a built-in's name.
+    prod = project / "profiles/prod.yaml"
+    prod.write_text(prod.read_text() + "# mine\n")
+    run = meshctl("render", cwd=project)
+    assert run.code == 1
+    assert "profile 'prod' is built in" in run.stderr + run.stdout
 
 
 @pytest.mark.parametrize(
