@@ -452,6 +452,13 @@ def _pinned(repo: str, chart_name: str, version: str, oci: bool) -> str:
     )
 
 
+def one(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    """The one object of this kind and name (any namespace) among `objects`."""
+    found = [o for o in objects if o.get("kind") == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
+    return found[0]
+
+
 def _find(objects: list[dict[str, Any]], kind: str, namespace: str, name: str) -> dict[str, Any]:
     found = [
         o

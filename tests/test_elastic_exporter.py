@@ -46,19 +46,13 @@ def _objects(tree: Path, env: str) -> list[dict[str, Any]]:
     return harness.kustomize_build(tree / "overlays" / env)
 
 
-def _one(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
-    assert len(found) == 1, (kind, name, len(found))
-    return found[0]
-
-
 def _context(rendered: Rendered, env: str) -> BuildContext:
     platform = rendered.result.platform
     return BuildContext(platform, platform.environments[env])
 
 
 def _deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    return _one(objects, "Deployment", elastic_exporter.NAME)
+    return harness.one(objects, "Deployment", elastic_exporter.NAME)
 
 
 def _container(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -208,7 +202,7 @@ def test_pod_monitor_scrapes_the_exporter(example_tree: Rendered, env: str) -> N
     objects = _objects(example_tree.tree, env)
     deployment = _deployment(objects)
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
-    monitor = _one(objects, "PodMonitor", elastic_exporter.NAME)
+    monitor = harness.one(objects, "PodMonitor", elastic_exporter.NAME)
     spec = monitor["spec"]
     assert spec["namespaceSelector"]["matchNames"] == [deployment["metadata"]["namespace"]]
     assert spec["selector"]["matchLabels"].items() <= pod_labels.items()

@@ -43,12 +43,6 @@ def _objects(tree: Path, env: str) -> list[dict[str, Any]]:
     return harness.kustomize_build(tree / "overlays" / env)
 
 
-def _find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
-    assert len(found) == 1, f"{kind} {name}: {len(found)} found"
-    return found[0]
-
-
 def _values(tree: Path, env: str) -> dict[str, Any]:
     return yaml.safe_load((tree / f"overlays/{env}/values/fluent-bit.yaml").read_text())  # type: ignore[no-any-return]
 
@@ -210,7 +204,7 @@ def test_es_output_reaches_elasticsearch_over_verified_tls(
     secret_name = volume["secret"]["secretName"]
     assert key in {item["path"] for item in volume["secret"]["items"]}
     (item,) = [i for i in volume["secret"]["items"] if i["path"] == key]
-    copy = _find(objects, "ExternalSecret", secret_name)
+    copy = harness.one(objects, "ExternalSecret", secret_name)
     assert copy["metadata"]["namespace"] == NAMESPACE
     assert item["key"] in _secret_keys(copy)
     assert {d["remoteRef"]["key"] for d in copy["spec"]["data"]} == {f"{name}-es-http-certs-public"}
@@ -229,11 +223,11 @@ def test_credentials_come_from_the_client_secret(example_tree: Rendered, env: st
         assert "value" not in variable
         ref = variable["valueFrom"]["secretKeyRef"]
         assert ref["key"] == secret_key
-        credentials = _find(objects, "ExternalSecret", ref["name"])
+        credentials = harness.one(objects, "ExternalSecret", ref["name"])
         assert credentials["metadata"]["namespace"] == NAMESPACE
         assert ref["key"] in _secret_keys(credentials)
     # The user the Secret names is the one ECK's file realm knows as fluent-bit.
-    credentials = _find(objects, "ExternalSecret", "fluent-bit-elasticsearch")
+    credentials = harness.one(objects, "ExternalSecret", "fluent-bit-elasticsearch")
     assert credentials["spec"]["target"]["template"]["data"]["username"] == "fluent-bit"
 
 
@@ -299,7 +293,7 @@ def test_every_node_and_the_metrics_endpoint(example_tree: Rendered, env: str) -
 
 def test_podmonitor_selects_the_charts_pods(example_tree: Rendered) -> None:
     objects = _objects(example_tree.tree, "prod")
-    monitor = _find(objects, "PodMonitor", "fluent-bit")
+    monitor = harness.one(objects, "PodMonitor", "fluent-bit")
     assert monitor["spec"]["namespaceSelector"]["matchNames"] == [NAMESPACE]
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     assert endpoint == {"port": "http", "path": "/api/v2/metrics/prometheus"}
@@ -357,7 +351,7 @@ def test_fluent_bit_syncs_after_what_it_mounts(example_tree: Rendered) -> None:
 def test_priority_class_is_admitted_by_a_quota(example_tree: Rendered) -> None:
     objects = _objects(example_tree.tree, "prod")
     values = _values(example_tree.tree, "prod")
-    quota = _find(objects, "ResourceQuota", logs.CRITICAL_PODS_QUOTA)
+    quota = harness.one(objects, "ResourceQuota", logs.CRITICAL_PODS_QUOTA)
     assert quota["metadata"]["namespace"] == NAMESPACE
     (expression,) = quota["spec"]["scopeSelector"]["matchExpressions"]
     assert expression["scopeName"] == "PriorityClass"
@@ -368,7 +362,7 @@ def test_priority_class_is_admitted_by_a_quota(example_tree: Rendered) -> None:
 
 
 def _bodies(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    config_map = _find(objects, "ConfigMap", "log-retention")
+    config_map = harness.one(objects, "ConfigMap", "log-retention")
     assert config_map["metadata"]["namespace"] == NAMESPACE
     return {key: json.loads(text) for key, text in config_map["data"].items()}
 
@@ -385,9 +379,8 @@ def test_retention_follows_the_profile(example_tree: Rendered, env: str) -> None
     assert template["index_patterns"] == [telemetry.LOG_INDICES]
     settings = template["template"]["settings"]
     # One replica where there is a second node to hold it.
-    nodes = sum(
-        n["count"] for n in _find(objects, "Elasticsearch", "elasticsearch")["spec"]["nodeSets"]
-    )
+    cluster = harness.one(objects, "Elasticsearch", "elasticsearch")
+    nodes = sum(n["count"] for n in cluster["spec"]["nodeSets"])
     assert settings["index.number_of_replicas"] == (0 if nodes == 1 else 1)
     existing = bodies["settings.json"]
     assert existing["index.lifecycle.name"] == settings["index.lifecycle.name"]
@@ -407,7 +400,7 @@ def test_profiles_differ_in_retention(example_tree: Rendered) -> None:
 
 
 def _cronjob_pod(objects: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
-    cronjob = _find(objects, "CronJob", "log-retention")
+    cronjob = harness.one(objects, "CronJob", "log-retention")
     return cronjob, cronjob["spec"]["jobTemplate"]["spec"]["template"]
 
 
@@ -430,7 +423,7 @@ def test_retention_job_uses_only_what_it_mounts(example_tree: Rendered, env: str
         else:
             secret = volume["secret"]
             assert key in {item["path"] for item in secret["items"]}
-            copy = _find(objects, "ExternalSecret", secret["secretName"])
+            copy = harness.one(objects, "ExternalSecret", secret["secretName"])
             assert {i["key"] for i in secret["items"]} <= _secret_keys(copy)
     # Every body is sent, and every variable the script reads is set from the
     # client Secret.
@@ -438,7 +431,7 @@ def test_retention_job_uses_only_what_it_mounts(example_tree: Rendered, env: str
     env_vars = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
     used = set(re.findall(r"\$\{?([A-Z_][A-Z0-9_]*)", script))
     assert used and used <= set(env_vars)
-    credentials = _find(objects, "ExternalSecret", "log-retention-elasticsearch")
+    credentials = harness.one(objects, "ExternalSecret", "log-retention-elasticsearch")
     assert {ref["name"] for ref in env_vars.values()} == {"log-retention-elasticsearch"}
     assert {ref["key"] for ref in env_vars.values()} <= _secret_keys(credentials)
     assert "--fail-with-body" in shlex.split(script.replace("\\\n", " "), comments=True)
@@ -584,10 +577,10 @@ def test_alerts_fire_when_logs_are_lost_or_late(
     example_tree: Rendered, tmp_path: Path, env: str
 ) -> None:
     objects = _objects(example_tree.tree, env)
-    rule = _find(objects, "PrometheusRule", "fluent-bit")
+    rule = harness.one(objects, "PrometheusRule", "fluent-bit")
     assert rule["metadata"]["namespace"] == NAMESPACE
     # The scrape job is the PodMonitor's, as the Prometheus Operator names it.
-    monitor = _find(objects, "PodMonitor", "fluent-bit")
+    monitor = harness.one(objects, "PodMonitor", "fluent-bit")
     assert OUTPUT["job"] == f"{monitor['metadata']['namespace']}/{monitor['metadata']['name']}"
     harness.promtool_check(rule["spec"]["groups"], tmp_path)
     tests = []

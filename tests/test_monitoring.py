@@ -136,19 +136,13 @@ def test_grafana_admin_from_the_store(example_tree: Rendered) -> None:
     }
     assert "adminPassword" not in grafana
     assert grafana["sidecar"]["datasources"]["isDefaultDatasource"] is True
-    es = harness_one(_objects(example_tree.tree, "prod"), "ExternalSecret", "grafana-admin")
+    es = harness.one(_objects(example_tree.tree, "prod"), "ExternalSecret", "grafana-admin")
     assert es["metadata"]["namespace"] == NAMESPACE
     assert {d["remoteRef"]["key"] for d in es["spec"]["data"]} == {"parallel-ai/prod/grafana-admin"}
     assert {d["remoteRef"]["property"] for d in es["spec"]["data"]} == {
         "admin-user",
         "admin-password",
     }
-
-
-def harness_one(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
-    assert len(found) == 1, (kind, name, len(found))
-    return found[0]
 
 
 # -- Alertmanager ------------------------------------------------------------------
@@ -210,7 +204,7 @@ def test_no_secret_in_the_alertmanager_config(example_tree: Rendered) -> None:
     values = _values(example_tree.tree, "prod")
     assert values["alertmanager"]["alertmanagerSpec"]["secrets"] == ["alertmanager-slack-oncall"]
     assert "https://" not in yaml.safe_dump(values["alertmanager"]["config"])
-    es = harness_one(
+    es = harness.one(
         _objects(example_tree.tree, "prod"), "ExternalSecret", "alertmanager-slack-oncall"
     )
     assert es["metadata"]["namespace"] == NAMESPACE

@@ -27,11 +27,6 @@ def _of(objects: list[dict[str, Any]], kind: str, api: str = "") -> list[dict[st
     return [o for o in objects if o["kind"] == kind and o["apiVersion"].startswith(api)]
 
 
-def _one(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    (found,) = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
-    return found
-
-
 def _cluster(rendered: Rendered, env: str) -> dict[str, Any]:
     (cluster,) = _of(_objects(rendered, env), "Cluster", "postgresql.cnpg.io/")
     return cluster
@@ -163,7 +158,7 @@ def test_prod_poolers_spread_and_have_disruption_budgets(example: Rendered) -> N
             "maxUnavailable": 1,
             "selector": {"matchLabels": {"cnpg.io/poolerName": name}},
         }
-        template = _one(objects, "Pooler", name)["spec"]["template"]["spec"]
+        template = harness.one(objects, "Pooler", name)["spec"]["template"]["spec"]
         term = template["affinity"]["podAntiAffinity"][
             "preferredDuringSchedulingIgnoredDuringExecution"
         ][0]["podAffinityTerm"]
@@ -204,9 +199,9 @@ def test_two_poolers_per_environment(example: Rendered, env: str, instances: int
 
 
 def test_pooler_settings_come_from_the_spec(platform_db: Rendered) -> None:
-    staging = _one(_objects(platform_db, "staging"), "Pooler", "postgres-pooler-rw")
+    staging = harness.one(_objects(platform_db, "staging"), "Pooler", "postgres-pooler-rw")
     assert staging["spec"]["pgbouncer"]["poolMode"] == "session"
-    prod = _one(_objects(platform_db, "prod"), "Pooler", "postgres-pooler-ro")
+    prod = harness.one(_objects(platform_db, "prod"), "Pooler", "postgres-pooler-ro")
     assert prod["spec"]["instances"] == 4
     assert prod["spec"]["pgbouncer"]["parameters"]["default_pool_size"] == "25"
 
@@ -270,7 +265,7 @@ def test_backups_with_workload_identity_and_a_named_bucket(platform_db: Rendered
         },
     }
     assert ("databases", "object-storage") not in _external_secrets(objects)
-    assert _one(objects, "ScheduledBackup", "postgres")["spec"]["schedule"] == "0 30 1 * * *"
+    assert harness.one(objects, "ScheduledBackup", "postgres")["spec"]["schedule"] == "0 30 1 * * *"
 
 
 # -- roles and credentials -------------------------------------------------------
@@ -529,6 +524,6 @@ def test_the_jobs_that_build_replicas_are_inside_the_clusters_policy(
         "cnpg.io/jobRole": "join",
     }
     for env in ("staging", "prod"):
-        policy = _one(_objects(example_tree, env), "NetworkPolicy", "postgres")
+        policy = harness.one(_objects(example_tree, env), "NetworkPolicy", "postgres")
         alternatives = parse_selector(policy["spec"]["selector"])
         assert any(all(job_pod.get(k) == v for k, v in alt) for alt in alternatives)

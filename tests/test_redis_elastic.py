@@ -30,12 +30,6 @@ def _objects(tree: Path, env: str) -> list[dict[str, Any]]:
     return harness.kustomize_build(tree / "overlays" / env)
 
 
-def _one(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
-    assert len(found) == 1, (kind, name, len(found))
-    return found[0]
-
-
 def _values(tree: Path, env: str, release: str) -> dict[str, Any]:
     return yaml.safe_load((tree / f"overlays/{env}/values/{release}.yaml").read_text())  # type: ignore[no-any-return]
 
@@ -85,7 +79,7 @@ def test_redis_password_only_comes_from_the_external_secret(example_tree: Render
         }
         assert "redis" not in values.get("global", {})
         objects = _objects(example_tree.tree, env)
-        server = _one(objects, "ExternalSecret", "redis")
+        server = harness.one(objects, "ExternalSecret", "redis")
         assert server["metadata"]["namespace"] == DATA_NAMESPACE
         assert server["spec"]["target"]["name"] == "redis"
         assert [d["remoteRef"] for d in server["spec"]["data"]] == [
@@ -151,7 +145,7 @@ def test_redis_consumers_get_their_secret_with_the_same_store_key(
 ) -> None:
     for env in ENVIRONMENTS:
         objects = _objects(example_tree.tree, env)
-        client = _one(objects, "ExternalSecret", "api-redis")
+        client = harness.one(objects, "ExternalSecret", "api-redis")
         assert client["metadata"]["namespace"] == "ai-api"
         assert [d["remoteRef"] for d in client["spec"]["data"]] == [
             {"key": f"parallel-ai/{env}/redis", "property": "password"}
@@ -209,7 +203,7 @@ def test_elasticsearch_nodes_and_heap_follow_the_profile(
     example_tree: Rendered, env: str, nodes: int
 ) -> None:
     settings = _context(example_tree, env).settings.data.elasticsearch
-    cluster = _one(_objects(example_tree.tree, env), "Elasticsearch", "elasticsearch")
+    cluster = harness.one(_objects(example_tree.tree, env), "Elasticsearch", "elasticsearch")
     assert cluster["metadata"]["namespace"] == DATA_NAMESPACE
     assert cluster["spec"]["version"] == settings.version
     (node_set,) = cluster["spec"]["nodeSets"]
@@ -239,7 +233,7 @@ def test_java_heap_sizes() -> None:
 def test_elasticsearch_tls_stays_on(example_tree: Rendered) -> None:
     for env in ENVIRONMENTS:
         objects = _objects(example_tree.tree, env)
-        spec = _one(objects, "Elasticsearch", "elasticsearch")["spec"]
+        spec = harness.one(objects, "Elasticsearch", "elasticsearch")["spec"]
         tls = spec.get("http", {}).get("tls", {})
         assert not tls.get("selfSignedCertificate", {}).get("disabled", False)
         config = spec["nodeSets"][0]["config"]
@@ -248,7 +242,7 @@ def test_elasticsearch_tls_stays_on(example_tree: Rendered) -> None:
                 "TLSv1.3",
                 "TLSv1.2",
             ]
-        kibana = _one(objects, "Kibana", "kibana")["spec"]
+        kibana = harness.one(objects, "Kibana", "kibana")["spec"]
         assert (
             not kibana.get("http", {})
             .get("tls", {})
@@ -285,7 +279,7 @@ def test_elasticsearch_budgets_and_spreading_follow_the_profile(example_tree: Re
     }
     for env, (budget, affinity, zones, kibana_budget) in expected.items():
         objects = _objects(example_tree.tree, env)
-        spec = _one(objects, "Elasticsearch", "elasticsearch")["spec"]
+        spec = harness.one(objects, "Elasticsearch", "elasticsearch")["spec"]
         if budget:
             assert "podDisruptionBudget" not in spec, env  # ECK's default budget
         else:
@@ -308,7 +302,7 @@ def test_elasticsearch_budgets_and_spreading_follow_the_profile(example_tree: Re
 def test_kibana_count_and_resources_follow_the_profile(example_tree: Rendered) -> None:
     for env in ENVIRONMENTS:
         settings = _context(example_tree, env).settings.data.elasticsearch.kibana
-        kibana = _one(_objects(example_tree.tree, env), "Kibana", "kibana")
+        kibana = harness.one(_objects(example_tree.tree, env), "Kibana", "kibana")
         assert kibana["spec"]["count"] == settings.count
         (container,) = kibana["spec"]["podTemplate"]["spec"]["containers"]
         assert container["name"] == "kibana"
@@ -322,7 +316,7 @@ def test_elasticsearch_consumers_get_their_own_user_not_the_superuser(
         objects = _objects(example_tree.tree, env)
         key = {"key": f"parallel-ai/{env}/elasticsearch-orchestrator", "property": "password"}
         # The file-realm user next to Elasticsearch...
-        user = _one(objects, "ExternalSecret", "elasticsearch-orchestrator-user")
+        user = harness.one(objects, "ExternalSecret", "elasticsearch-orchestrator-user")
         assert user["metadata"]["namespace"] == DATA_NAMESPACE
         assert [d["remoteRef"] for d in user["spec"]["data"]] == [key]
         assert user["spec"]["target"]["template"]["type"] == "kubernetes.io/basic-auth"
@@ -334,7 +328,7 @@ def test_elasticsearch_consumers_get_their_own_user_not_the_superuser(
         # The observability stack's components are users the same way.
         platform_users = ["fluent-bit", "log-retention", "jaeger", "grafana"]
         platform_users.append("elasticsearch-exporter")
-        spec = _one(objects, "Elasticsearch", "elasticsearch")["spec"]
+        spec = harness.one(objects, "Elasticsearch", "elasticsearch")["spec"]
         assert spec["auth"] == {
             "fileRealm": [
                 {"secretName": f"elasticsearch-{user}-user"}
@@ -343,7 +337,7 @@ def test_elasticsearch_consumers_get_their_own_user_not_the_superuser(
             "roles": [{"secretName": "elasticsearch-roles"}],
         }
         roles = yaml.safe_load(
-            _one(objects, "Secret", "elasticsearch-roles")["stringData"]["roles.yml"]
+            harness.one(objects, "Secret", "elasticsearch-roles")["stringData"]["roles.yml"]
         )
         assert roles.pop("service-orchestrator") == {
             "cluster": ["monitor"],
@@ -356,7 +350,7 @@ def test_elasticsearch_consumers_get_their_own_user_not_the_superuser(
                 assert all(n.startswith("platform-") or n == "*" for n in grant["names"])
                 assert "*" not in grant["names"] or grant["privileges"] == ["monitor"]
         # ...and the service's own Secret, from the same store key.
-        client = _one(objects, "ExternalSecret", "orchestrator-elasticsearch")
+        client = harness.one(objects, "ExternalSecret", "orchestrator-elasticsearch")
         assert client["metadata"]["namespace"] == "ai-jobs"
         assert [d["remoteRef"] for d in client["spec"]["data"]] == [key]
         assert _external_secret_template(client) == {
@@ -367,7 +361,7 @@ def test_elasticsearch_consumers_get_their_own_user_not_the_superuser(
             "password": "{{ .password }}",
         }
         # The CA, copied from ECK's public certificate Secret.
-        ca = _one(objects, "ExternalSecret", "orchestrator-elasticsearch-ca")
+        ca = harness.one(objects, "ExternalSecret", "orchestrator-elasticsearch-ca")
         assert ca["metadata"]["namespace"] == "ai-jobs"
         assert ca["spec"]["secretStoreRef"] == {
             "kind": "ClusterSecretStore",
@@ -379,10 +373,10 @@ def test_elasticsearch_consumers_get_their_own_user_not_the_superuser(
                 "remoteRef": {"key": "elasticsearch-es-http-certs-public", "property": "ca.crt"},
             }
         ]
-        store = _one(objects, "ClusterSecretStore", "parallel-ai-elasticsearch-ca")
+        store = harness.one(objects, "ClusterSecretStore", "parallel-ai-elasticsearch-ca")
         assert store["spec"]["conditions"] == [{"namespaces": ["ai-jobs", "monitoring"]}]
         assert store["spec"]["provider"]["kubernetes"]["remoteNamespace"] == DATA_NAMESPACE
-        role = _one(objects, "Role", "elasticsearch-ca-reader")
+        role = harness.one(objects, "Role", "elasticsearch-ca-reader")
         assert role["rules"] == [
             {
                 "apiGroups": [""],
@@ -478,13 +472,13 @@ def test_eck_operator_is_a_crd_wave_release_watching_the_data_namespace(
 ) -> None:
     for env in ENVIRONMENTS:
         objects = _objects(example_tree.tree, env)
-        app = _one(objects, "Application", f"parallel-ai-{env}-eck-operator")
+        app = harness.one(objects, "Application", f"parallel-ai-{env}-eck-operator")
         assert app["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] == "0"
         assert app["spec"]["destination"]["namespace"] == "elastic-system"
         values = _values(example_tree.tree, env, "eck-operator")
         assert values["managedNamespaces"] == [DATA_NAMESPACE]
         assert values["installCRDs"] is True
-        redis_app = _one(objects, "Application", f"parallel-ai-{env}-redis")
+        redis_app = harness.one(objects, "Application", f"parallel-ai-{env}-redis")
         assert redis_app["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] == "2"
         assert redis_app["spec"]["destination"]["namespace"] == DATA_NAMESPACE
 

@@ -40,11 +40,6 @@ def _values(tree: Path, env: str, release: str) -> dict[str, Any]:
     return yaml.safe_load(text)  # type: ignore[no-any-return]
 
 
-def _one(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    (found,) = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
-    return found
-
-
 def _filled(template: str, values: dict[str, str]) -> str:
     """An External Secrets v2 template with `{{ .key }}` filled in, as ESO does."""
     return re.sub(r"\{\{ \.([A-Za-z0-9_]+) \}\}", lambda m: values[m.group(1)], template)
@@ -97,7 +92,7 @@ def test_one_objstore_config_for_the_sidecar_and_the_chart(
     example_tree: Rendered, env: str
 ) -> None:
     objects = harness.kustomize_build(example_tree.tree / "overlays" / env)
-    secret = _one(objects, "ExternalSecret", thanos.OBJSTORE_SECRET)
+    secret = harness.one(objects, "ExternalSecret", thanos.OBJSTORE_SECRET)
     assert secret["metadata"]["namespace"] == NAMESPACE
     # The object storage keys are the same store key as PostgreSQL's backups.
     assert {d["remoteRef"]["key"] for d in secret["spec"]["data"]} == {
@@ -145,7 +140,7 @@ def test_workload_identity_writes_no_keys(project: Path) -> None:
         for o in objects
         if o["kind"] == "ExternalSecret" and o["metadata"]["name"] == thanos.OBJSTORE_SECRET
     ]
-    secret = _one(objects, "Secret", thanos.OBJSTORE_SECRET)
+    secret = harness.one(objects, "Secret", thanos.OBJSTORE_SECRET)
     config = yaml.safe_load(secret["stringData"][thanos.OBJSTORE_KEY])
     assert config["config"]["aws_sdk_auth"] is True
     assert "access_key" not in config["config"] and "secret_key" not in config["config"]
@@ -172,7 +167,7 @@ def test_grafana_queries_thanos_and_reads_traces_and_logs(example_tree: Rendered
         assert path, value
         folder, key = path.group(1).rsplit("/", 1)
         secret_name = mounts[folder]
-        made = _one(objects, "ExternalSecret", secret_name)
+        made = harness.one(objects, "ExternalSecret", secret_name)
         assert made["metadata"]["namespace"] == NAMESPACE
         keys = set(made["spec"]["target"].get("template", {}).get("data", {})) or {
             d["secretKey"] for d in made["spec"]["data"]
@@ -228,6 +223,6 @@ def test_retentions_out_of_order_are_refused(tmp_path: Path) -> None:
 
 def test_every_thanos_component_is_scraped(example_tree: Rendered) -> None:
     objects = harness.kustomize_build(example_tree.tree / "overlays" / "prod")
-    monitor = _one(objects, "PodMonitor", "thanos")
+    monitor = harness.one(objects, "PodMonitor", "thanos")
     assert monitor["spec"]["selector"]["matchLabels"] == thanos.PODS
     assert monitor["spec"]["podMetricsEndpoints"] == [{"port": "http"}]

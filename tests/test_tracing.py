@@ -79,12 +79,6 @@ def _objects(tree: Path, env: str) -> list[dict[str, Any]]:
     return harness.kustomize_build(tree / "overlays" / env)
 
 
-def _find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
-    assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
-    return found[0]
-
-
 def _context(rendered: Rendered, env: str) -> BuildContext:
     platform = rendered.result.platform
     return BuildContext(platform, platform.environments[env])
@@ -119,8 +113,8 @@ def test_release_syncs_after_the_ca_copy(example_tree: Rendered, env: str) -> No
             apps[f"{project}-{app}"]["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"]
         )
 
-    ca = _find(objects, "ExternalSecret", tracing.CA_SECRET)
-    elasticsearch = _find(objects, "Elasticsearch", elastic.NAME)
+    ca = harness.one(objects, "ExternalSecret", tracing.CA_SECRET)
+    elasticsearch = harness.one(objects, "Elasticsearch", elastic.NAME)
     assert wave(tracing.RELEASE) > wave(_stage_of(tree, env, ca))
     assert wave(tracing.RELEASE) > wave(_stage_of(tree, env, elasticsearch))
     others = [name.removeprefix(f"{project}-") for name in apps if name != project]
@@ -228,10 +222,10 @@ def test_elasticsearch_wiring(example_tree: Rendered, env: str) -> None:
     ctx = _context(example_tree, env)
     values = _values(example_tree.tree, env)
     objects = _objects(example_tree.tree, env)
-    credentials = _find(objects, "ExternalSecret", tracing.CREDENTIALS_SECRET)
+    credentials = harness.one(objects, "ExternalSecret", tracing.CREDENTIALS_SECRET)
     assert credentials["metadata"]["namespace"] == "monitoring"
     template = credentials["spec"]["target"]["template"]["data"]
-    ca = _find(objects, "ExternalSecret", tracing.CA_SECRET)
+    ca = harness.one(objects, "ExternalSecret", tracing.CA_SECRET)
     assert ca["metadata"]["namespace"] == "monitoring"
     ca_keys = {d["secretKey"] for d in ca["spec"]["data"]}
 
@@ -313,7 +307,7 @@ def test_index_names_are_what_the_role_permits(example_tree: Rendered, env: str)
         f"{prefix}-jaeger-{kind}-2026-01-31"
         for kind in ("span", "service", "dependencies", "sampling")
     ]
-    roles_secret = _find(_objects(example_tree.tree, env), "Secret", elastic.ROLES_SECRET)
+    roles_secret = harness.one(_objects(example_tree.tree, env), "Secret", elastic.ROLES_SECRET)
     roles = yaml.safe_load(roles_secret["stringData"]["roles.yml"])
     patterns = [p for entry in roles["platform-jaeger"]["indices"] for p in entry["names"]]
     for name in names:
@@ -405,7 +399,7 @@ def test_istio_and_kong_send_to_jaeger(example_tree: Rendered, env: str) -> None
     assert provider["opentelemetry"] == {"service": host, "port": _port(otlp["grpc"]["endpoint"])}
 
     objects = _objects(tree, env)
-    plugin = _find(objects, "KongClusterPlugin", "global-opentelemetry")
+    plugin = harness.one(objects, "KongClusterPlugin", "global-opentelemetry")
     assert plugin["plugin"] == "opentelemetry"
     assert plugin["metadata"]["labels"]["global"] == "true"
     settings = plugin["config"]
@@ -450,7 +444,7 @@ def test_kong_sends_nothing_without_a_collector(example_tree: Rendered) -> None:
 def test_monitor_selects_jaegers_pods(example_tree: Rendered, env: str) -> None:
     config = _config(example_tree.tree, env)
     objects = _objects(example_tree.tree, env)
-    monitor = _find(objects, "PodMonitor", tracing.RELEASE)
+    monitor = harness.one(objects, "PodMonitor", tracing.RELEASE)
     assert monitor["spec"]["namespaceSelector"]["matchNames"] == ["monitoring"]
     selector = monitor["spec"]["selector"]["matchLabels"]
     assert selector.items() <= CHART_POD_LABELS.items()

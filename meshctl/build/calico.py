@@ -528,8 +528,7 @@ def _data_policy(
         ingress.append(allow_tcp(ports, source={"namespaceSelector": namespace_is(namespace)}))
     if endpoint.metrics_ports:
         ingress.append(allow_tcp(endpoint.metrics_ports, source=_prometheus(ctx)))
-    if endpoint.name == "elasticsearch":
-        ingress.extend(_telemetry_clients(ctx))
+    ingress.extend(_platform_clients(endpoint))
     ingress.append(DENY)
     egress = None
     if ctx.settings.network.default_deny:
@@ -580,14 +579,15 @@ def _object_store(store: models.ObjectStorage, ctx: BuildContext) -> dict[str, A
     return _host(url.hostname or "", url.port or 443, ctx)
 
 
-def _telemetry_clients(ctx: BuildContext) -> list[dict[str, Any]]:
-    """The observability stack's pods that read and write Elasticsearch."""
+def _platform_clients(endpoint: Endpoint) -> list[dict[str, Any]]:
+    """The platform's own components that call the endpoint (the observability
+    stack's Elasticsearch users), one rule per namespace."""
     by_namespace: dict[str, list[Mapping[str, str]]] = {}
-    for client in telemetry.elasticsearch_clients(ctx):
-        by_namespace.setdefault(client.namespace, []).append(client.pods)
+    for namespace, pods in endpoint.platform_clients:
+        by_namespace.setdefault(namespace, []).append(pods)
     return [
         allow_tcp(
-            [elastic.HTTP_PORT],
+            [endpoint.port],
             source={"namespaceSelector": namespace_is(namespace), "selector": any_of(pods)},
         )
         for namespace, pods in sorted(by_namespace.items())

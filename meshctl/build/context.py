@@ -78,6 +78,9 @@ class Endpoint:
     metrics_ports: tuple[int, ...] = ()
     # The operator that manages the pods and reaches them: (namespace, ports).
     operator: tuple[str, tuple[int, ...]] | None = None
+    # The platform's own components that call it on `port` (not services in
+    # the spec's graph): (namespace, pod labels).
+    platform_clients: tuple[tuple[str, dict[str, str]], ...] = ()
 
     @property
     def client_ports(self) -> tuple[int, ...]:

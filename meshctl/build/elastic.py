@@ -74,6 +74,9 @@ def endpoint(ctx: BuildContext) -> Endpoint | None:
         # reaches the cluster through the HTTP Service, which may pick another node.
         peer_ports=(HTTP_PORT, TRANSPORT_PORT),
         operator=(OPERATOR_NAMESPACE, (HTTP_PORT,)),
+        platform_clients=tuple(
+            (client.namespace, dict(client.pods)) for client in telemetry.elasticsearch_clients(ctx)
+        ),
     )
 
 
