@@ -7,8 +7,31 @@ shell prompts and CI preambles, where 100 ms of imports is noticeable.
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 import sys
+import types
+
+
+class _NoPydanticPlugins(types.ModuleType):
+    """Stands in for ``pydantic.plugin._loader`` when plugins are off.
+
+    The real module imports importlib.metadata (and with it email, zipfile and
+    socket) at the top, only for ``get_plugins`` to return nothing when
+    PYDANTIC_DISABLE_PLUGINS is ``__all__``: a twentieth of a render. Any other
+    name is looked up in the real module, so a pydantic that needs more of it
+    still gets it.
+    """
+
+    @staticmethod
+    def get_plugins() -> tuple[()]:
+        return ()
+
+    def __getattr__(self, name: str) -> object:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), name)
 
 
 def main() -> None:
@@ -19,7 +42,9 @@ def main() -> None:
     # Pydantic looks for plugins in every installed distribution's entry points
     # on first use (tens of milliseconds); meshctl's validation uses none, and
     # a plugin installed for another program must not change it.
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    if os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__") == "__all__":
+        name = "pydantic.plugin._loader"
+        sys.modules.setdefault(name, _NoPydanticPlugins(name))
     if sys.argv[1:] == ["--version"]:
         from meshctl import __version__
 

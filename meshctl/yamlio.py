@@ -550,11 +550,34 @@ def _plain_value(text: str) -> Any:
     return value
 
 
+# Template output repeats most of its lines (9,000 lines, 1,400 distinct, for
+# the example): each distinct scalar and mapping line is parsed once. Only
+# immutable values are remembered; a flow list or mapping is parsed anew.
+_scalars: dict[str, Any] = {}
+_BLOCK = object()  # a `key:` line: the value is the block below it
+_mapping_lines: dict[str, tuple[Any, Any]] = {}
+
+
 def _scalar(text: str) -> Any:
+    value = _scalars.get(text, _scalars)
+    if value is not _scalars:
+        return value
     first = text[0]
-    if first == '"' or first in "[{":
-        return _json(text)
-    return _plain_value(text)
+    value = _json(text) if first == '"' or first in "[{" else _plain_value(text)
+    if type(value) is not list and type(value) is not dict:
+        _scalars[text] = value
+    return value
+
+
+def _mapping_line(content: str) -> tuple[Any, Any]:
+    """A mapping line's key and value (_BLOCK when the value is a block)."""
+    entry = _mapping_lines.get(content)
+    if entry is None:
+        key, rest = _key(content)
+        entry = (key, _scalar(rest) if rest else _BLOCK)
+        if type(entry[1]) is not list and type(entry[1]) is not dict:
+            _mapping_lines[content] = entry
+    return entry
 
 
 def _key(content: str) -> tuple[Any, str]:
@@ -598,14 +621,14 @@ def _fast_mapping(lines: list[tuple[int, str]], i: int, indent: int) -> tuple[An
             break
         if line_indent > indent or content.startswith("- ") or content == "-":
             raise _NotFast
-        key, rest = _key(content)
+        key, value = _mapping_line(content)
         if key in mapping:
             raise _NotFast
-        if rest:
-            mapping[key] = _scalar(rest)
-            i += 1
-        else:
+        if value is _BLOCK:
             mapping[key], i = _nested(lines, i + 1, indent, in_mapping=True)
+        else:
+            mapping[key] = value
+            i += 1
     return mapping, i
 
 
@@ -664,13 +687,18 @@ def fast_load_all(text: str) -> list[Any] | None:
 
 # --------------------------------------------------------------------------
 # Fast path for writing: the same bytes libyaml writes, for documents made of
-# mappings with string keys, lists and one-line scalars. How each scalar is
+# mappings with string keys, lists, one-line scalars and the multi-line
+# strings libyaml writes as plain literal blocks. How each one-line scalar is
 # written (plain or quoted) is libyaml's own answer, asked once per value.
-# Anything else (multi-line strings, floats, odd keys) returns None and the
-# caller uses libyaml. A test proves both writers agree on every rendered file.
+# Anything else (floats libyaml spells its own way, odd keys, strings libyaml
+# would quote) returns None and the caller uses libyaml. A test proves both
+# writers agree on every rendered file.
 
 _scalar_text: dict[Any, str | None] = {}
 _key_text: dict[str, str | None] = {}
+# Every string value seen, to its one-line text ("" when it is not one line):
+# output repeats the same values thousands of times.
+_string_text: dict[str, str] = {}
 
 
 def _libyaml_line(data: Any) -> str | None:
@@ -691,70 +719,117 @@ def _value_text(value: Any) -> str | None:
     return _scalar_text[key]
 
 
-def _mapping_key_text(key: str) -> str | None:
+def _mapping_key_text(key: str) -> str:
+    text = _key_text.get(key, "")
+    if text:
+        return text
+    if type(key) is not str or key in _key_text:
+        raise _NotFast
     # libyaml writes a key longer than 128 characters as a complex key (`? `).
     if len(key) <= 128 and _plain_word(key):
-        return key
-    if key not in _key_text:
+        text = key
+    else:
         line = _libyaml_line({key: None})  # "<key>: null\n"
         ok = line is not None and line.endswith(": null\n") and not line.startswith("?")
-        _key_text[key] = line[: -len(": null\n")] if ok and line else None
-    return _key_text[key]
+        text = line[: -len(": null\n")] if ok and line else None
+    _key_text[key] = text
+    if text is None:
+        raise _NotFast
+    return text
 
 
-def _fast_value(value: Any, indent: str, out: list[str], *, in_sequence: bool) -> None:
-    """Write `value`, which follows a `key:` or a `- ` already in `out`."""
-    if isinstance(value, dict) and value:
+def _one_line_string(value: str) -> str:
+    text = _value_text(value) if "\n" not in value else None
+    _string_text[value] = text or ""
+    return text or ""
+
+
+def _literal_block(value: str, indent: str) -> str:
+    """`value` as libyaml writes a literal block (after `key:` or `-`), or raise
+    _NotFast for the cases where libyaml adds indicators or quotes instead:
+    leading spaces or breaks, trailing spaces, more than one final break, and
+    anything but printable ASCII."""
+    if (
+        value[0] in " \n"
+        or value.endswith("\n\n")
+        or not value.isascii()
+        or not value.replace("\n", "").isprintable()
+        or _literal_unsafe(value)
+    ):
+        raise _NotFast
+    keep = value.endswith("\n")
+    lines = (value[:-1] if keep else value).split("\n")
+    body = "".join(f"{indent}{line}\n" if line else "\n" for line in lines)
+    return f" |{'' if keep else '-'}\n{body}"
+
+
+def _fast_value(value: Any, lead: str, indent: str, out: list[str], *, in_sequence: bool) -> None:
+    """One value: `lead` is its line so far (`key:` or `-`), `indent` where
+    nested lines start."""
+    kind = type(value)
+    if kind is dict and value:
         if in_sequence:
-            _fast_mapping_lines(value, indent, out, first_inline=True)
+            _fast_mapping_lines(value, indent, out, first=lead + " ")
         else:
-            out.append("\n")
-            _fast_mapping_lines(value, indent, out, first_inline=False)
-    elif isinstance(value, list) and value:
+            out.append(lead + "\n")
+            _fast_mapping_lines(value, indent, out)
+    elif kind is list and value:
         if in_sequence:
-            _fast_sequence_lines(value, indent, out, first_inline=True)
+            _fast_sequence_lines(value, indent, out, first=lead + " ")
         else:
-            out.append("\n")
-            _fast_sequence_lines(value, indent[:-2] if indent else indent, out, first_inline=False)
+            out.append(lead + "\n")
+            # Block sequences in a mapping are not indented (`key:` then `- a`).
+            _fast_sequence_lines(value, indent[:-2], out)
     else:
-        text = "{}" if value == {} else "[]" if value == [] else None
+        out.append(_scalar_lines(value, lead, indent))
+
+
+def _scalar_lines(value: Any, lead: str, indent: str) -> str:
+    if type(value) is str:
+        text = _string_text.get(value)
         if text is None:
-            finite = not isinstance(value, float) or math.isfinite(value)
-            if not finite or not isinstance(value, str | int | float | bool | None):
-                raise _NotFast
-            text = _value_text(value)
-            if text is None:
-                raise _NotFast
-        out.append(f" {text}\n")
+            text = _one_line_string(value)
+        if text:
+            return f"{lead} {text}\n"
+        if "\n" in value:
+            return lead + _literal_block(value, indent)
+        raise _NotFast
+    if type(value) is dict or type(value) is list:  # empty ones
+        return f"{lead} {'{}' if type(value) is dict else '[]'}\n"
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _NotFast
+    text = _value_text(value) if isinstance(value, int | float | bool | None) else None
+    if text is None:
+        raise _NotFast
+    return f"{lead} {text}\n"
 
 
 def _fast_mapping_lines(
-    mapping: dict[Any, Any], indent: str, out: list[str], *, first_inline: bool
+    mapping: dict[Any, Any], indent: str, out: list[str], *, first: str | None = None
 ) -> None:
-    first = True
+    """A block mapping; `first` is what precedes its first key on that key's line
+    (`- ` for a mapping in a sequence), if not the indentation."""
+    nested = indent + "  "
     for key, value in sorted(mapping.items()):
-        if not isinstance(key, str):
-            raise _NotFast
-        key_text = _mapping_key_text(key)
-        if key_text is None:
-            raise _NotFast
-        out.append(key_text + ":" if first and first_inline else f"{indent}{key_text}:")
-        first = False
-        _fast_value(value, indent + "  ", out, in_sequence=False)
+        key_text = _key_text.get(key) or _mapping_key_text(key)
+        if first is None:
+            lead = f"{indent}{key_text}:"
+        else:
+            lead, first = f"{first}{key_text}:", None
+        _fast_value(value, lead, nested, out, in_sequence=False)
 
 
 def _fast_sequence_lines(
-    items: list[Any], indent: str, out: list[str], *, first_inline: bool
+    items: list[Any], indent: str, out: list[str], *, first: str | None = None
 ) -> None:
-    first = True
+    nested = indent + "  "
     for item in items:
-        out.append("-" if first and first_inline else f"{indent}-")
-        first = False
-        if isinstance(item, dict | list) and item:
-            out.append(" ")
-            _fast_value(item, indent + "  ", out, in_sequence=True)
+        if first is None:
+            lead = f"{indent}-"
         else:
-            _fast_value(item, indent + "  ", out, in_sequence=False)
+            lead, first = first + "-", None
+        nonempty = type(item) in (dict, list) and item
+        _fast_value(item, lead, nested, out, in_sequence=bool(nonempty))
 
 
 def fast_dump_documents(documents: list[Any], header: str | None = None) -> str | None:
@@ -766,7 +841,7 @@ def fast_dump_documents(documents: list[Any], header: str | None = None) -> str 
                 return None
             if len(documents) > 1:
                 out.append("---\n")
-            _fast_mapping_lines(document, "", out, first_inline=False)
+            _fast_mapping_lines(document, "", out)
     except _NotFast:
         return None
     return "".join(out)

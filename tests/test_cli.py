@@ -185,3 +185,55 @@ def test_internal_errors_are_short_without_debug(project: Path) -> None:
         assert ("Traceback" in run.stderr) == debug
         if not debug:
             assert len(run.stderr.splitlines()) == 1
+
+
+def _python(code: str, *args: str, env: dict[str, str] | None = None) -> str:
+    import os
+    import subprocess
+    import sys
+
+    environment = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    run = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env={**environment, **(env or {})},
+        check=True,
+    )
+    return run.stdout
+
+
+VALIDATE_THEN_REPORT = """
+import sys
+from meshctl.__main__ import main
+sys.argv = ["meshctl", "validate", sys.argv[1]]
+try:
+    main()
+except SystemExit as exc:
+    assert not exc.code, exc.code
+print("importlib.metadata" in sys.modules, type(sys.modules["pydantic.plugin._loader"]).__name__)
+"""
+
+
+def test_the_cli_validates_without_importing_package_metadata(tmp_path: Path) -> None:
+    """With pydantic's plugins off (meshctl's default), its plugin loader, which
+    imports importlib.metadata at the top, is replaced by a stand-in."""
+    spec = str(example_spec())
+    report = _python(VALIDATE_THEN_REPORT, spec).splitlines()
+    assert report[0] == f"{spec} is valid: 5 services, environments dev, staging, prod"
+    assert report[-1].split() == ["False", "_NoPydanticPlugins"]
+    # A user who names plugins to disable gets pydantic's own loader.
+    report = _python(VALIDATE_THEN_REPORT, spec, env={"PYDANTIC_DISABLE_PLUGINS": "logfire"})
+    assert report.splitlines()[-1].split() == ["True", "module"]
+
+
+def test_the_plugin_stand_in_serves_other_names_from_pydantic() -> None:
+    code = (
+        "import sys\n"
+        "from meshctl.__main__ import main\n"
+        "sys.argv = ['meshctl', '--version']\n"
+        "main()\n"
+        "from pydantic.plugin._loader import PYDANTIC_ENTRY_POINT_GROUP, get_plugins\n"
+        "print(PYDANTIC_ENTRY_POINT_GROUP, list(get_plugins()))\n"
+    )
+    assert _python(code).splitlines()[-1] == "pydantic []"
