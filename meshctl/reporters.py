@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 from meshctl import yamlio
 from meshctl.errors import Differences, Problem
 from meshctl.expand import REMOVED
-from meshctl.explain import MISSING, Explanation
 from meshctl.paths import format_path
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from meshctl.explain import Explanation
 
 JSON_REPORT_VERSION = 1
 
@@ -130,6 +131,8 @@ def differences(out: Console, directory: str, diff: Differences) -> None:
 
 
 def _value(value: Any) -> str:
+    from meshctl.explain import MISSING  # `render` prints through this module too
+
     if value is MISSING or value is REMOVED:
         return "(not set)"
     if isinstance(value, str | int | float | bool) or value is None:

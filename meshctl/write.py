@@ -17,6 +17,7 @@ import errno
 import hashlib
 import json
 import os
+import posixpath
 import shutil
 import signal
 import tempfile
@@ -191,10 +192,13 @@ def _os_message(out_dir: Path, exc: OSError) -> str:
 
 
 def _stage(staging: Path, files: Files) -> None:
+    made: set[str] = set()  # a tree has a few folders for many files
     for path, data in files.items():
-        target = staging / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+        folder = posixpath.dirname(path)
+        if folder not in made:
+            (staging / folder).mkdir(parents=True, exist_ok=True)
+            made.add(folder)
+        (staging / path).write_bytes(data)
 
 
 def _create(out_dir: Path, plan: WritePlan) -> None:
