@@ -541,7 +541,7 @@ def _leaf_risks(
             new is ABSENT or (after_tls is not None and after_tls < before_tls)
         ):
             risks.append(Risk("tls-min-lowered", f"{key} {old_text} -> {new_text}", shown))
-    if "retention" in key.lower() or key in _RETENTION_KEYS:
+    if "retention" in key.lower():
         before_r, after_r = _amount(key, old), _amount(key, new)
         shorter = (
             after_r is not None
@@ -553,10 +553,6 @@ def _leaf_risks(
             risks.append(Risk("retention-shortened", f"{key} {old_text} -> {new_text}", shown))
     return risks
 
-
-# Retention settings whose names do not say so: the jaeger chart's index
-# cleaner keeps `numberOfDays` of spans.
-_RETENTION_KEYS = frozenset({"numberOfDays"})
 
 _TLS_KEY = re.compile(
     r"(?i)^(?:.*ssl_?protocols|min_?(?:tls|ssl|protocol)_?version|tls_?min_?version|min_?tls)$"

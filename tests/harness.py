@@ -228,10 +228,11 @@ def manifest_problems(upstream: Path, obj: dict[str, Any]) -> list[str]:
         f"{kind} {obj.get('metadata', {}).get('namespace', '')}/"
         f"{obj.get('metadata', {}).get('name', '')}"
     )
+    duplicates = [f"{name}: {problem}" for problem in list_map_problems(obj)]
     group, _, version = api_version.rpartition("/")
     validator = _crd_validator(upstream, group, kind, version) if group else None
     if validator is not None:
-        return [
+        return duplicates + [
             f"{name}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
             for e in validator.iter_errors(obj)
         ]
@@ -244,7 +245,36 @@ def manifest_problems(upstream: Path, obj: dict[str, Any]) -> list[str]:
         ]
     except kubernetes_validate.ValidationError as exc:
         return [f"{name}: {exc.message if hasattr(exc, 'message') else str(exc).splitlines()[0]}"]
-    return []
+    return duplicates
+
+
+# Pod-spec lists that Kubernetes keys by one field (x-kubernetes-list-map-keys):
+# the JSON Schemas cannot say "unique", server-side apply refuses a duplicate,
+# and for `env` the later entry silently wins.
+LIST_MAP_KEYS = {
+    "containers": "name",
+    "initContainers": "name",
+    "env": "name",
+    "volumes": "name",
+    "volumeMounts": "mountPath",
+}
+
+
+def list_map_problems(node: Any, path: str = "") -> list[str]:
+    problems: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{path}.{key}" if path else str(key)
+            field = LIST_MAP_KEYS.get(key)
+            if field and isinstance(value, list):
+                seen = [item.get(field) for item in value if isinstance(item, dict)]
+                for duplicate in sorted({k for k in seen if seen.count(k) > 1}, key=str):
+                    problems.append(f"{here}: {field} {duplicate!r} appears more than once")
+            problems.extend(list_map_problems(value, here))
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            problems.extend(list_map_problems(item, f"{path}[{i}]"))
+    return problems
 
 
 # -- Helm values ------------------------------------------------------------------

@@ -173,6 +173,29 @@ def test_harness_rejects_unknown_kinds_and_invalid_objects() -> None:
     assert harness.manifest_problems(upstream, bad_crd)
 
 
+def test_harness_rejects_duplicate_list_map_keys() -> None:
+    """Valid by the schema, refused by server-side apply; a later `env` entry of
+    the same name silently wins."""
+    upstream = harness.upstream_dir()
+    container = {
+        "name": "app",
+        "image": "app:1",
+        "env": [{"name": "PASSWORD", "value": "changeme"}, {"name": "PASSWORD", "value": "x"}],
+    }
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "j", "namespace": "n"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [container]}}},
+    }
+    (problem,) = harness.manifest_problems(upstream, job)
+    assert problem == (
+        "Job n/j: spec.template.spec.containers[0].env: name 'PASSWORD' appears more than once"
+    )
+    container["env"] = container["env"][:1]
+    assert harness.manifest_problems(upstream, job) == []
+
+
 def test_overlays_build_from_a_copy_of_the_tree(example_tree: Rendered, tmp_path: Path) -> None:
     """The tree is self-contained: no path points outside it."""
     import shutil

@@ -476,11 +476,14 @@ def test_retention_shortened() -> None:
     assert flagged(thanos, {"compactor": {"retentionResolution1h": "90d"}}, values=True) == {
         "retention-shortened"
     }
-    cleaner = {"esIndexCleaner": {"numberOfDays": 30}}
-    assert flagged(cleaner, {"esIndexCleaner": {"numberOfDays": 7}}, values=True) == {
-        "retention-shortened"
-    }
-    assert flagged({"esIndexCleaner": {"numberOfDays": 7}}, cleaner, values=True) == set()
+
+    def cleaner(days: int) -> dict[str, Any]:
+        cron = resource("batch/v1", "CronJob", "jaeger-es-index-cleaner", spec={})
+        cron["metadata"]["annotations"] = {"meshctl.io/retention": f"{days}d"}
+        return cron
+
+    assert flagged(cleaner(30), cleaner(7)) == {"retention-shortened"}
+    assert flagged(cleaner(7), cleaner(30)) == set()
 
 
 def test_a_new_peer_authentication_that_accepts_plain_text_is_flagged() -> None:

@@ -59,7 +59,6 @@ CHART_POD_LABELS = {
     "app.kubernetes.io/instance": telemetry.JAEGER_RELEASE,
     "app.kubernetes.io/component": "all-in-one",
 }
-CLEANER_POD_LABELS = {**CHART_POD_LABELS, "app.kubernetes.io/component": "es-index-cleaner"}
 
 # Jaeger v2's storage backends that implement a sampling store *and* a lock,
 # which remote_sampling.adaptive requires (Elasticsearch has no lock).
@@ -77,6 +76,18 @@ def _config(tree: Path, env: str) -> dict[str, Any]:
 
 def _objects(tree: Path, env: str) -> list[dict[str, Any]]:
     return harness.kustomize_build(tree / "overlays" / env)
+
+
+def _cleaner(tree: Path, env: str) -> dict[str, Any]:
+    """The index cleaner's container, from its CronJob."""
+    cron = harness.one(_objects(tree, env), "CronJob", tracing.CLEANER)
+    (container,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    return container  # type: ignore[no-any-return]
+
+
+def _cleaner_pod(tree: Path, env: str) -> dict[str, Any]:
+    cron = harness.one(_objects(tree, env), "CronJob", tracing.CLEANER)
+    return cron["spec"]["jobTemplate"]["spec"]["template"]  # type: ignore[no-any-return]
 
 
 def _context(rendered: Rendered, env: str) -> BuildContext:
@@ -145,9 +156,12 @@ def _stage_of(tree: Path, env: str, doc: dict[str, Any]) -> str:
 def test_retention_per_profile(example_tree: Rendered, env: str) -> None:
     days, _ = PROFILE[env]
     values = _values(example_tree.tree, env)
-    cleaner = values["esIndexCleaner"]
-    assert cleaner["enabled"] is True
-    assert cleaner["numberOfDays"] == days
+    # meshctl's CronJob, not the chart's (which would carry the credentials twice).
+    assert values["esIndexCleaner"] == {"enabled": False}
+    cron = harness.one(_objects(example_tree.tree, env), "CronJob", tracing.CLEANER)
+    assert cron["metadata"]["annotations"]["meshctl.io/retention"] == f"{days}d"
+    assert cron["spec"]["schedule"] == "55 23 * * *"
+    assert _cleaner(example_tree.tree, env)["args"][0] == str(days)
     es = _backend(values["userconfig"], tracing.STORE)["elasticsearch"]
     # A trace is found by ID for as long as it is kept, not only 72 hours.
     assert es["max_span_age"] == f"{days * 24}h"
@@ -209,8 +223,10 @@ def test_replicas_resources_and_placement(example_tree: Rendered, env: str) -> N
         and o["metadata"]["name"] == tracing.RELEASE
     ]
     assert len(budgets) == int(resilience.disruption_budgets and settings.replicas > 1)
+    cleaner_labels = _cleaner_pod(example_tree.tree, env)["metadata"]["labels"]
     for budget in budgets:
         assert budget["spec"]["selector"]["matchLabels"].items() <= CHART_POD_LABELS.items()
+        assert not budget["spec"]["selector"]["matchLabels"].items() <= cleaner_labels.items()
 
 
 # -- Elasticsearch: URL, credentials, CA, indices ---------------------------------------
@@ -252,18 +268,30 @@ def test_elasticsearch_wiring(example_tree: Rendered, env: str) -> None:
     assert ca_file.name in ca_keys
     assert not es["tls"].get("insecure") and not es["tls"].get("insecure_skip_verify")
 
-    cleaner = values["esIndexCleaner"]
-    assert values["storage"]["elasticsearch"]["url"] == elastic.url(ctx)
-    flags = cleaner["cmdlineParams"]
-    assert flags["es.tls.enabled"] == "true"
-    secret_mounts = {m["mountPath"]: m for m in cleaner["extraSecretMounts"]}
-    mount = secret_mounts[flags["es.tls.ca"]]
-    assert mount["secretName"] == tracing.CA_SECRET and mount["subPath"] in ca_keys
-    cleaner_env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in cleaner["extraEnv"]}
-    # The cleaner reads --es.username/--es.password from these (viper: '.' -> '_').
-    assert set(cleaner_env) == {"ES_USERNAME", "ES_PASSWORD"}
+    cleaner = _cleaner(example_tree.tree, env)
+    _days, url, *flags = cleaner["args"]
+    assert url == elastic.url(ctx)
+    options = dict(flag.removeprefix("--").split("=", 1) for flag in flags)
+    assert options["es.tls.enabled"] == "true"
+    pod = _cleaner_pod(example_tree.tree, env)
+    ca_mounts = [
+        m
+        for m in cleaner["volumeMounts"]
+        if Path(options["es.tls.ca"]).parent == Path(m["mountPath"])
+    ]
+    assert len(ca_mounts) == 1 and ca_mounts[0]["readOnly"] is True
+    cleaner_volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert cleaner_volumes[ca_mounts[0]["name"]]["secret"]["secretName"] == tracing.CA_SECRET
+    assert Path(options["es.tls.ca"]).name in ca_keys
+    cleaner_env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in cleaner["env"]}
+    # The cleaner reads --es.username/--es.password from these (viper: '.' -> '_'),
+    # each once.
+    assert [e["name"] for e in cleaner["env"]] == ["ES_USERNAME", "ES_PASSWORD"]
     for ref in cleaner_env.values():
         assert ref["name"] == tracing.CREDENTIALS_SECRET and ref["key"] in template
+    # Elasticsearch admits Jaeger's pods; the cleaner's are among them.
+    assert telemetry.JAEGER_PODS.items() <= pod["metadata"]["labels"].items()
+    assert pod["metadata"]["labels"]["sidecar.istio.io/inject"] == "false"
 
 
 def _password_values(node: Any, path: str = "") -> list[tuple[str, Any]]:
@@ -289,10 +317,8 @@ def test_no_password_in_the_values(example_tree: Rendered, env: str) -> None:
         if not (isinstance(value, str) and re.fullmatch(r"\$\{env:[A-Z_]+\}", value))
     ]
     assert literals == []
-    # The chart's own Elasticsearch password value stays unset (it would be a literal).
-    assert "password" not in values["storage"]["elasticsearch"]
     # Credentials reach the pods as Secret references only.
-    for env_var in values["jaeger"]["extraEnv"] + values["esIndexCleaner"]["extraEnv"]:
+    for env_var in values["jaeger"]["extraEnv"] + _cleaner(example_tree.tree, env)["env"]:
         assert set(env_var) == {"name", "valueFrom"}
 
 
@@ -314,7 +340,8 @@ def test_index_names_are_what_the_role_permits(example_tree: Rendered, env: str)
         assert any(fnmatch.fnmatchcase(name, p) for p in patterns), name
     # The cleaner's filter (es-index-cleaner IndexFilter, daily indices) with
     # its --index-prefix, which it joins with '-'.
-    cleaner_prefix = values["esIndexCleaner"]["cmdlineParams"]["index-prefix"] + "-"
+    (flag,) = [a for a in _cleaner(example_tree.tree, env)["args"] if "index-prefix" in a]
+    cleaner_prefix = flag.removeprefix("--index-prefix=") + "-"
     daily = re.compile(
         rf"^{re.escape(cleaner_prefix)}jaeger-(span|service|dependencies|sampling)-\d{{4}}-\d{{2}}-\d{{2}}"
     )
@@ -449,7 +476,8 @@ def test_monitor_selects_jaegers_pods(example_tree: Rendered, env: str) -> None:
     selector = monitor["spec"]["selector"]["matchLabels"]
     assert selector.items() <= CHART_POD_LABELS.items()
     # Not the cleaner's pods, which share the chart's selector labels.
-    assert not selector.items() <= CLEANER_POD_LABELS.items()
+    cleaner_labels = _cleaner_pod(example_tree.tree, env)["metadata"]["labels"]
+    assert not selector.items() <= cleaner_labels.items()
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     (reader,) = config["service"]["telemetry"]["metrics"]["readers"]
     port = reader["pull"]["exporter"]["prometheus"]["port"]

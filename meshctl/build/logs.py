@@ -149,9 +149,6 @@ TEMPLATE_PRIORITY = 200
 # application logging `status` as a number and another as an object would
 # otherwise be a mapping conflict, and Elasticsearch would refuse the second.
 FLATTENED_IGNORE_ABOVE = 4096
-# Istio's per-pod opt-out (its label, which the injector honours before the
-# namespace's setting).
-NO_SIDECAR = {"sidecar.istio.io/inject": "false"}
 RUNBOOK = "docs/logs.md#when-elasticsearch-is-down"
 
 
@@ -273,7 +270,7 @@ def fluent_bit_values(ctx: BuildContext) -> dict[str, Any]:
     return ctx.render_one(
         "logs/values.yaml.j2",
         priority_class=PRIORITY_CLASS,
-        no_sidecar=NO_SIDECAR,
+        no_sidecar=telemetry.NO_SIDECAR,
         resources=container_resources(logs.resources),
         http_port=HTTP_PORT,
         user_env=USER_ENV,
@@ -434,7 +431,7 @@ def _retention(ctx: BuildContext, namespace: str) -> list[dict[str, Any]]:
         name=RETENTION,
         namespace=namespace,
         labels=dict(telemetry.LOG_RETENTION_PODS),
-        pod_labels={**telemetry.LOG_RETENTION_PODS, **NO_SIDECAR},
+        pod_labels={**telemetry.LOG_RETENTION_PODS, **telemetry.NO_SIDECAR},
         bodies=bodies,
         retention=f"{ctx.settings.observability.logs.retention_days}d",
         schedule=RETENTION_SCHEDULE,

@@ -37,6 +37,10 @@ FLUENT_BIT_PODS = {
     "app.kubernetes.io/name": "fluent-bit",
     "app.kubernetes.io/instance": "fluent-bit",
 }
+# Istio's per-pod opt-out (its label, which the injector honours before the
+# namespace's setting): the observability stack's Jobs, whose pods would never
+# complete with a sidecar running.
+NO_SIDECAR = {"sidecar.istio.io/inject": "false"}
 JAEGER_PODS = {"app.kubernetes.io/name": "jaeger", "app.kubernetes.io/instance": JAEGER_RELEASE}
 GRAFANA_PODS = {"app.kubernetes.io/name": "grafana"}
 LOG_RETENTION_PODS = {"app.kubernetes.io/name": "log-retention"}

@@ -30,15 +30,23 @@ with ``--config``). meshctl writes that configuration whole, from
   replica that can never be placed would keep the cluster yellow).
   ``max_span_age`` is the retention, so a trace can be found by ID as long
   as it is kept (Jaeger's default looks back 72 hours only).
-- **Retention.** The chart's ``esIndexCleaner`` CronJob deletes, every night
-  (23:55, the cluster's time), the daily indices older than ``retentionDays``. The cleaner
-  takes the URL as an argument (``storage.elasticsearch.url``), the prefix
+- **Retention.** The CronJob ``jaeger-es-index-cleaner`` deletes, every
+  night (23:55, the cluster's time), the daily indices older than
+  ``retentionDays``, with the image the chart would use
+  (``jaegertracing/jaeger-es-index-cleaner``, the chart's appVersion). It
+  takes the days and the URL as arguments, the prefix
   (``--index-prefix=platform``) and TLS (``--es.tls.enabled``,
-  ``--es.tls.ca``: the same CA Secret, mounted at ``/es-tls/ca.crt``) as
-  flags, and the credentials from the same Secret through ``ES_USERNAME`` and
+  ``--es.tls.ca``: the same CA Secret, mounted read-only) as flags, and the
+  credentials from the same Secret through ``ES_USERNAME`` and
   ``ES_PASSWORD``, which it reads as its ``--es.username``/``--es.password``.
-  Its pods carry the chart's ``jaeger`` selector labels, so Elasticsearch's
-  network policy admits them as it admits Jaeger.
+  meshctl writes it rather than turning on the chart's ``esIndexCleaner``:
+  the chart puts its own ``ES_USERNAME`` and a literal ``ES_PASSWORD``
+  (``changeme``) before any ``extraEnv``, so every variable would be there
+  twice. Its pods carry Jaeger's selector labels, so Elasticsearch's network
+  policy admits them as it admits Jaeger, and the component
+  ``es-index-cleaner``, so no Service, budget or monitor selects them. The
+  annotation ``meshctl.io/retention`` lets ``meshctl diff`` flag a shorter
+  retention.
 - **Sampling for SDKs.** The ``remote_sampling`` extension serves Jaeger's
   sampling protocol on 5778 (HTTP, in the chart's Service) and 5779 (gRPC,
   added to it). ``probabilistic``: a file provider without a file, i.e. one
@@ -111,7 +119,13 @@ CREDENTIALS_SECRET = telemetry.credentials_secret(telemetry.JAEGER_RELEASE)  # e
 CA_SECRET = telemetry.ca_secret(telemetry.JAEGER_RELEASE)  # made by elastic.py
 CA_DIR = "/etc/jaeger/elasticsearch-ca"
 CA_FILE = f"{CA_DIR}/ca.crt"
-CLEANER_CA_FILE = "/es-tls/ca.crt"
+CLEANER = f"{RELEASE}-es-index-cleaner"
+CLEANER_PODS = {**telemetry.JAEGER_PODS, "app.kubernetes.io/component": "es-index-cleaner"}
+# The chart's cleaner image at its appVersion (Jaeger 2.19), and its user.
+CLEANER_IMAGE = "jaegertracing/jaeger-es-index-cleaner:2.19.0"
+CLEANER_USER_ID = 1000
+CLEANER_SCHEDULE = "55 23 * * *"
+CLEANER_CA_DIR = "/es-tls"
 
 STORE = "elasticsearch"  # the jaeger_storage backend with the spans
 SAMPLING_STORE = "adaptive-sampling"  # adaptive: the memory backend with its state
@@ -154,24 +168,45 @@ def build(ctx: BuildContext) -> ComponentOutput:
         ca_dir=CA_DIR,
         sampling_grpc_port=SAMPLING_GRPC_PORT,
         affinity=_affinity(ctx),
-        elasticsearch_url=elastic.url(ctx),
-        retention_days=tracing.retention_days,
-        cleaner_flags={
-            "index-prefix": telemetry.JAEGER_INDEX_PREFIX,
-            "es.tls.enabled": "true",
-            "es.tls.ca": CLEANER_CA_FILE,
-        },
-        cleaner_ca_file=CLEANER_CA_FILE,
-        cleaner_resources=_CLEANER_RESOURCES,
     )
     release = Release(RELEASE, "jaeger", namespace, values, WAVE, COMPONENT)
-    manifests = []
+    manifests = [Manifest(COMPONENT, "index-cleaner", _cleaner(ctx), stage=layout.RESOURCES)]
     if ctx.settings.resilience.disruption_budgets and tracing.replicas > 1:
         budget = ctx.render_one(
             "tracing/disruption-budget.yaml.j2", name=RELEASE, namespace=namespace, selector=PODS
         )
         manifests.append(Manifest(COMPONENT, "jaeger", budget, stage=layout.RESOURCES))
     return ComponentOutput([release], manifests)
+
+
+def cleaner_args(ctx: BuildContext) -> list[str]:
+    """The index cleaner's command line: <days> <url> and flags."""
+    return [
+        str(ctx.settings.observability.tracing.retention_days),
+        elastic.url(ctx),
+        f"--index-prefix={telemetry.JAEGER_INDEX_PREFIX}",
+        "--es.tls.enabled=true",
+        f"--es.tls.ca={CLEANER_CA_DIR}/ca.crt",
+    ]
+
+
+def _cleaner(ctx: BuildContext) -> dict[str, Any]:
+    return ctx.render_one(
+        "tracing/index-cleaner.yaml.j2",
+        name=CLEANER,
+        namespace=ctx.settings.observability.namespace,
+        labels=dict(CLEANER_PODS),
+        pod_labels={**CLEANER_PODS, **telemetry.NO_SIDECAR},
+        retention=f"{ctx.settings.observability.tracing.retention_days}d",
+        schedule=CLEANER_SCHEDULE,
+        user_id=CLEANER_USER_ID,
+        image=CLEANER_IMAGE,
+        args=cleaner_args(ctx),
+        credentials_secret=CREDENTIALS_SECRET,
+        resources=_CLEANER_RESOURCES,
+        ca_dir=CLEANER_CA_DIR,
+        ca_secret=CA_SECRET,
+    )
 
 
 def config(ctx: BuildContext) -> dict[str, Any]:
