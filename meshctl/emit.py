@@ -58,10 +58,13 @@ def emit(builds: dict[str, EnvironmentBuild], selected: Iterable[str], spec_name
     return files
 
 
+# The canonical text of a manifest's place and body (one encoder: json.dumps
+# with options builds a new one per call; bodies are trees, never cyclic).
+_KEY = json.JSONEncoder(sort_keys=True, check_circular=False, separators=(",", ":"))
+
+
 def _key(manifest: Manifest) -> str:
-    return json.dumps(
-        [manifest.stage, manifest.component, manifest.group, manifest.body], sort_keys=True
-    )
+    return _KEY.encode([manifest.stage, manifest.component, manifest.group, manifest.body])
 
 
 def _by_stage(manifests: Iterable[Manifest]) -> dict[str, list[Manifest]]:

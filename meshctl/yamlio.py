@@ -527,9 +527,13 @@ def _no_float(text: str) -> Any:
     raise _NotFast
 
 
+# One decoder for every call: json.loads with options builds a new one each time.
+_JSON = json.JSONDecoder(parse_float=_no_float, parse_constant=_no_float)
+
+
 def _json(text: str) -> Any:
     try:
-        return json.loads(text, parse_float=_no_float, parse_constant=_no_float)
+        return _JSON.decode(text)
     except ValueError:
         raise _NotFast from None
 
