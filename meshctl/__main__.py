@@ -18,7 +18,7 @@ class _NoPydanticPlugins(types.ModuleType):
 
     The real module imports importlib.metadata (and with it email, zipfile and
     socket) at the top, only for ``get_plugins`` to return nothing when
-    PYDANTIC_DISABLE_PLUGINS is ``__all__``: a twentieth of a render. Any other
+    PYDANTIC_DISABLE_PLUGINS turns them all off: a twentieth of a render. Any other
     name is looked up in the real module, so a pydantic that needs more of it
     still gets it.
     """
@@ -30,7 +30,8 @@ class _NoPydanticPlugins(types.ModuleType):
     def __getattr__(self, name: str) -> object:
         if name.startswith("__"):
             raise AttributeError(name)
-        del sys.modules[self.__name__]
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
         return getattr(importlib.import_module(self.__name__), name)
 
 
@@ -42,7 +43,8 @@ def main() -> None:
     # Pydantic looks for plugins in every installed distribution's entry points
     # on first use (tens of milliseconds); meshctl's validation uses none, and
     # a plugin installed for another program must not change it.
-    if os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__") == "__all__":
+    # (Pydantic reads any of these three values as "all plugins off".)
+    if os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__") in ("__all__", "1", "true"):
         name = "pydantic.plugin._loader"
         sys.modules.setdefault(name, _NoPydanticPlugins(name))
     if sys.argv[1:] == ["--version"]:

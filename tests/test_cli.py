@@ -233,7 +233,10 @@ def test_the_plugin_stand_in_serves_other_names_from_pydantic() -> None:
         "from meshctl.__main__ import main\n"
         "sys.argv = ['meshctl', '--version']\n"
         "main()\n"
+        "stand_in = sys.modules['pydantic.plugin._loader']\n"
         "from pydantic.plugin._loader import PYDANTIC_ENTRY_POINT_GROUP, get_plugins\n"
+        "# a second name through the stand-in still reaches the real module\n"
+        "assert stand_in._plugins is None\n"
         "print(PYDANTIC_ENTRY_POINT_GROUP, list(get_plugins()))\n"
     )
     assert _python(code).splitlines()[-1] == "pydantic []"

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from meshctl import models
-from meshctl.build import monitoring, postgres, redis, telemetry
+from meshctl.build import elastic, monitoring, postgres, redis, telemetry
 from meshctl.build.context import BuildContext
 from meshctl.resources import example_spec
 
@@ -293,6 +293,19 @@ TARGETS: list[tuple[str, str, str, dict[str, str], tuple[str, int]]] = [
         ("metrics", 8080),
     ),
     (
+        # The eck-operator chart (3.5.0): selector labels from its nameOverride
+        # (elastic-operator) and the release; the manager container's port
+        # `metrics` is config.metrics.port (test_eck_operator_serves_metrics).
+        "eck-operator",
+        "PodMonitor",
+        "elastic-system",
+        {
+            "app.kubernetes.io/name": "elastic-operator",
+            "app.kubernetes.io/instance": "eck-operator",
+        },
+        ("metrics", 9090),
+    ),
+    (
         "redis",
         "PodMonitor",
         "data",
@@ -407,6 +420,24 @@ def test_no_monitor_unaccounted_for(example_tree: Rendered) -> None:
         o["metadata"]["name"] for o in objects if o["kind"] in ("PodMonitor", "ServiceMonitor")
     }
     assert monitors == {t[0] for t in TARGETS}
+
+
+def test_eck_operator_serves_metrics(example_tree: Rendered) -> None:
+    """The chart's default (port 0) turns the operator's metrics off: the
+    values open the port the monitor scrapes, as the chart's `int` of a string."""
+    for env in ("dev", "staging", "prod"):
+        values = yaml.safe_load(
+            (example_tree.tree / f"overlays/{env}/values/eck-operator.yaml").read_text()
+        )
+        assert values["config"]["metrics"] == {"port": "9090"}
+    ctx = _context(example_tree, "prod")
+    off = ctx.settings.model_copy(
+        update={"observability": ctx.settings.observability.model_copy(update={"enabled": False})}
+    )
+    plan = dataclasses.replace(ctx.plan, settings=off)
+    (release,) = elastic.build(BuildContext(ctx.platform, plan)).releases
+    assert "config" not in release.values
+    assert elastic.monitors(BuildContext(ctx.platform, plan)) == []
 
 
 def test_monitor_ports_agree_with_network_policy(example_tree: Rendered) -> None:

@@ -35,12 +35,21 @@ from meshctl.build.context import (
     Release,
     container_resources,
 )
+from meshctl.build.telemetry import Monitor
 from meshctl.dependencies import ELASTICSEARCH_RESERVED_NAMES, memory_bytes
 from meshctl.errors import RenderError
 
 COMPONENT = "elastic"
 OPERATOR_RELEASE = "eck-operator"
 OPERATOR_NAMESPACE = "elastic-system"
+# The operator's pods (the chart's selector labels: its nameOverride and the
+# release) and, with observability on, its metrics: plain HTTP on the manager
+# container's port `metrics` (config.metrics.port; the chart's default 0 is off).
+OPERATOR_PODS = {
+    "app.kubernetes.io/name": "elastic-operator",
+    "app.kubernetes.io/instance": OPERATOR_RELEASE,
+}
+OPERATOR_METRICS_PORT = 9090
 NAME = "elasticsearch"  # the Elasticsearch resource; ECK derives every name from it
 KIBANA = "kibana"
 NODE_SET = "default"
@@ -123,7 +132,9 @@ def build(ctx: BuildContext) -> ComponentOutput:
             # validate refuses it first
             raise RenderError(f"service {service.name!r} would take over a reserved user")
     values = ctx.render_one(
-        "elastic/operator-values.yaml.j2", managed_namespaces=[ctx.settings.data.namespace]
+        "elastic/operator-values.yaml.j2",
+        managed_namespaces=[ctx.settings.data.namespace],
+        metrics_port=str(OPERATOR_METRICS_PORT) if ctx.settings.observability.enabled else None,
     )
     release = Release(
         OPERATOR_RELEASE, "eck-operator", OPERATOR_NAMESPACE, values, CRDS_WAVE, COMPONENT
@@ -142,6 +153,21 @@ def build(ctx: BuildContext) -> ComponentOutput:
 
 
 Client = telemetry.ElasticsearchClient
+
+
+def monitors(ctx: BuildContext) -> list[Monitor]:
+    if not (ctx.settings.data.elasticsearch.enabled and ctx.settings.observability.enabled):
+        return []
+    return [
+        Monitor(
+            "PodMonitor",
+            OPERATOR_RELEASE,
+            [OPERATOR_NAMESPACE],
+            {"matchLabels": dict(OPERATOR_PODS)},
+            [{"portNumber": OPERATOR_METRICS_PORT, "path": "/metrics"}],
+            "The ECK operator: reconciliations and their errors, webhook calls.",
+        )
+    ]
 
 
 def _service_client(service: models.Service) -> Client:

@@ -484,7 +484,7 @@ def monitors(ctx: BuildContext) -> list[dict[str, Any]]:
                 "External Secrets Operator's controller (sync errors).",
             )
         )
-    for component in (service_metrics, thanos, tracing, logs, elastic_exporter):
+    for component in (elastic, service_metrics, thanos, tracing, logs, elastic_exporter):
         found.extend(component.monitors(ctx))
     return [
         {
