@@ -698,7 +698,7 @@ def fast_load_all(text: str) -> list[Any] | None:
 # would quote) returns None and the caller uses libyaml. A test proves both
 # writers agree on every rendered file.
 
-_scalar_text: dict[Any, str | None] = {}
+_scalar_text: dict[Any, str | None] = {}  # numbers, booleans, null
 _key_text: dict[str, str | None] = {}
 # Every string value seen, to its one-line text ("" when it is not one line):
 # output repeats the same values thousands of times.
@@ -710,16 +710,18 @@ def _libyaml_line(data: Any) -> str | None:
     return text if text.count("\n") == 1 else None
 
 
-def _value_text(value: Any) -> str | None:
-    if type(value) is str and _plain_word(value):
-        return value
+def _libyaml_scalar(value: Any) -> str | None:
+    line = _libyaml_line([value])  # "- <value>\n"
+    return line[2:-1] if line and line.startswith("- ") else None
+
+
+def _value_text(value: int | float | bool | None) -> str | None:
     if type(value) is int:
         return str(value)
     # Floats by their repr: 0.0 and -0.0 are equal keys but different text.
     key = (float, repr(value)) if isinstance(value, float) else (type(value), value)
     if key not in _scalar_text:
-        line = _libyaml_line([value])  # "- <value>\n"
-        _scalar_text[key] = line[2:-1] if line and line.startswith("- ") else None
+        _scalar_text[key] = _libyaml_scalar(value)
     return _scalar_text[key]
 
 
@@ -743,9 +745,14 @@ def _mapping_key_text(key: str) -> str:
 
 
 def _one_line_string(value: str) -> str:
-    text = _value_text(value) if "\n" not in value else None
-    _string_text[value] = text or ""
-    return text or ""
+    if "\n" in value:
+        text = ""
+    elif _plain_word(value):
+        text = value
+    else:
+        text = _libyaml_scalar(value) or ""
+    _string_text[value] = text
+    return text
 
 
 def _literal_block(value: str, indent: str) -> str:

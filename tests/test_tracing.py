@@ -78,16 +78,16 @@ def _objects(tree: Path, env: str) -> list[dict[str, Any]]:
     return harness.kustomize_build(tree / "overlays" / env)
 
 
-def _cleaner(tree: Path, env: str) -> dict[str, Any]:
-    """The index cleaner's container, from its CronJob."""
-    cron = harness.one(_objects(tree, env), "CronJob", tracing.CLEANER)
-    (container,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
-    return container  # type: ignore[no-any-return]
-
-
 def _cleaner_pod(tree: Path, env: str) -> dict[str, Any]:
+    """The index cleaner's pod template, from its CronJob."""
     cron = harness.one(_objects(tree, env), "CronJob", tracing.CLEANER)
     return cron["spec"]["jobTemplate"]["spec"]["template"]  # type: ignore[no-any-return]
+
+
+def _cleaner(tree: Path, env: str) -> dict[str, Any]:
+    """The index cleaner's one container."""
+    (container,) = _cleaner_pod(tree, env)["spec"]["containers"]
+    return container  # type: ignore[no-any-return]
 
 
 def _context(rendered: Rendered, env: str) -> BuildContext:
