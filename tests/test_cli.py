@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from meshctl import __version__
 from meshctl.resources import example_spec
@@ -240,3 +244,45 @@ def test_the_plugin_stand_in_serves_other_names_from_pydantic() -> None:
         "print(PYDANTIC_ENTRY_POINT_GROUP, list(get_plugins()))\n"
     )
     assert _python(code).splitlines()[-1] == "pydantic []"
+
+
+RUN_WITH_EXIT_HANDLER = """
+import atexit, sys
+from meshctl.__main__ import run
+atexit.register(lambda: print("exit handler ran"))
+sys.argv = ["meshctl", *sys.argv[1:]]
+print("buffered", end=" ")
+run()
+print("not reached")
+"""
+
+
+def test_the_command_exits_at_once_with_its_status_after_exit_handlers(tmp_path: Path) -> None:
+    """`meshctl` (run) skips the interpreter's teardown but keeps what a normal
+    exit does: exit handlers run, buffered output is written, the status is
+    main's."""
+    script = tmp_path / "run.py"
+    script.write_text(RUN_WITH_EXIT_HANDLER)
+    ok = subprocess.run(
+        [sys.executable, str(script), "--version"], capture_output=True, text=True, check=False
+    )
+    assert (ok.returncode, ok.stdout) == (0, f"buffered meshctl {__version__}\nexit handler ran\n")
+    missing = subprocess.run(
+        [sys.executable, str(script), "validate", str(tmp_path / "missing.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert missing.returncode == 2
+    assert missing.stdout == "buffered exit handler ran\n"
+    assert "missing.yaml: no such file" in missing.stderr
+
+
+@pytest.mark.parametrize(("code", "status"), [(None, 0), (0, 0), (3, 3), ("bye", 1)])
+def test_exit_codes_mean_what_they_mean_to_the_interpreter(
+    code: object, status: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from meshctl.__main__ import _exit_status
+
+    assert _exit_status(code) == status
+    assert capsys.readouterr().err == ("bye\n" if code == "bye" else "")
