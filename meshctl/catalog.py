@@ -7,8 +7,9 @@ version (``upstream`` names its folder under ``$MESHCTL_UPSTREAM_DIR/charts``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
+
+from msgspec import Struct, field
 
 ISTIO_REPO = "https://istio-release.storage.googleapis.com/charts"
 ISTIO_VERSION = "1.30.3"
@@ -69,8 +70,7 @@ _CRD_CONVERSION_CA_BUNDLES = [
 ]
 
 
-@dataclass(frozen=True)
-class Chart:
+class Chart(Struct, frozen=True):
     repo: str
     chart: str
     version: str

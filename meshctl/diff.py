@@ -26,11 +26,12 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
+from msgspec import Struct
+from msgspec.structs import replace
 
 from meshctl import layout, yamlio
 from meshctl.diff_model import (
@@ -166,8 +167,7 @@ def tree_environments(tree: MemoryTree) -> list[str]:
     return sorted(found)
 
 
-@dataclass
-class _View:
+class _View(Struct):
     """What one environment is made of in a tree."""
 
     resources: list[str]  # files its kustomizations reach, in order
@@ -445,8 +445,7 @@ def diff_revision(
     return DiffReport(platform.source.name, against, result)
 
 
-@dataclass
-class _GitSpec:
+class _GitSpec(Struct):
     """A spec file (and its project's profiles/) as committed at a revision."""
 
     top: Path

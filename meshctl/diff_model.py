@@ -9,9 +9,10 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal
+
+from msgspec import Struct, field
 
 from meshctl.paths import format_path
 
@@ -54,8 +55,7 @@ FieldPath = tuple[PathPart, ...]
 # The result, as data.
 
 
-@dataclass(frozen=True, order=True)
-class Target:
+class Target(Struct, frozen=True, order=True):
     """What changed: a Kubernetes resource, or the Helm values of a release."""
 
     type: Literal["resource", "values"]
@@ -76,15 +76,13 @@ class Target:
         return self.api_version.rpartition("/")[0] if "/" in self.api_version else ""
 
 
-@dataclass(frozen=True)
-class Risk:
+class Risk(Struct, frozen=True):
     id: str
     message: str
     path: str | None = None  # the changed key it is about, when there is one
 
 
-@dataclass(frozen=True)
-class FieldChange:
+class FieldChange(Struct, frozen=True):
     """One key that changed: its dotted path, old and new value (ABSENT: not there)."""
 
     path: str
@@ -92,8 +90,7 @@ class FieldChange:
     new: Any
 
 
-@dataclass
-class Change:
+class Change(Struct):
     environment: str
     action: Action
     target: Target
@@ -108,8 +105,7 @@ class Change:
         return bool(self.risks)
 
 
-@dataclass
-class EnvironmentDiff:
+class EnvironmentDiff(Struct):
     name: str
     production: bool
     changes: list[Change] = field(default_factory=list)
@@ -122,8 +118,7 @@ class EnvironmentDiff:
         return sum(1 for c in self.changes if c.risky)
 
 
-@dataclass(frozen=True)
-class Against:
+class Against(Struct, frozen=True):
     """What the spec's render was compared with."""
 
     type: Literal["directory", "git"]
@@ -138,8 +133,7 @@ class Against:
         return f"{self.path.rstrip('/')}/"
 
 
-@dataclass
-class DiffReport:
+class DiffReport(Struct):
     spec: str
     against: Against
     environments: list[EnvironmentDiff]

@@ -18,8 +18,9 @@ import html
 import json
 import math
 import re
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 from meshctl.diff_model import ABSENT, Change, DiffReport, EnvironmentDiff, Target
 
@@ -97,8 +98,7 @@ def no_differences(report: DiffReport) -> str:
 # text
 
 
-@dataclass
-class TextReport:
+class TextReport(Struct):
     title: str
     header: list[str]
     rows: list[list[str]]

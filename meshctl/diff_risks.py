@@ -10,8 +10,9 @@ import json
 import posixpath
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 from meshctl import layout
 from meshctl.diff_model import (
@@ -60,8 +61,7 @@ REPLICA_KEYS = {"replicas", "replicaCount", "instances", "count", "minReplicas",
 CALICO_GROUPS = {"crd.projectcalico.org", "projectcalico.org"}
 
 
-@dataclass
-class Context:
+class Context(Struct):
     """What the risk rules may ask about an environment beyond one change."""
 
     environment: str

@@ -8,7 +8,7 @@ the reporters' job.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from msgspec import Struct, field
 
 EXIT_OK = 0
 EXIT_INVALID = 1  # invalid spec, policy violation, differences found
@@ -17,8 +17,7 @@ EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
 
 
-@dataclass(frozen=True, order=True)
-class Location:
+class Location(Struct, frozen=True, order=True):
     """A place in a source file; line and column are 1-based."""
 
     file: str
@@ -31,8 +30,7 @@ class Location:
         return f"{self.file}:{self.line}:{self.column}"
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(Struct, frozen=True):
     """One thing wrong with the input, with where it is and what was expected."""
 
     location: Location
@@ -81,8 +79,7 @@ class RenderError(MeshctlError):
     exit_code = EXIT_INTERNAL
 
 
-@dataclass
-class OutputConflict:
+class OutputConflict(Struct):
     path: str
     reason: str
 
@@ -108,8 +105,7 @@ class OutputConflictError(MeshctlError):
         )
 
 
-@dataclass
-class Differences:
+class Differences(Struct):
     """What `render --check` found: files that would be written or removed."""
 
     changed: list[str] = field(default_factory=list)

@@ -10,8 +10,9 @@ history of the layers that set it, which ``meshctl explain`` shows.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 from typing import Any
+
+from msgspec import Struct, field
 
 from meshctl.errors import Location
 from meshctl.load import Source
@@ -20,8 +21,7 @@ from meshctl.yamlio import Path
 REMOVED: Any = object()
 
 
-@dataclass(frozen=True)
-class Layer:
+class Layer(Struct, frozen=True):
     """One source of settings: where it is, and its settings mapping."""
 
     label: str  # e.g. "profile prod (built-in)", "spec", "environment prod overrides"
@@ -36,8 +36,7 @@ class Layer:
         return (*self.base, *path)
 
 
-@dataclass(frozen=True)
-class Contribution:
+class Contribution(Struct, frozen=True):
     """A layer setting (or removing, value REMOVED) the value at a path."""
 
     layer: Layer
@@ -53,8 +52,7 @@ class Contribution:
         return self.value is REMOVED
 
 
-@dataclass
-class Expansion:
+class Expansion(Struct):
     """The merged settings of one environment, with the history of every path."""
 
     environment: str

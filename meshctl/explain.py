@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 from meshctl import models
 from meshctl.errors import UsageError
@@ -17,15 +18,13 @@ from meshctl.yamlio import Path
 MISSING: Any = object()
 
 
-@dataclass(frozen=True)
-class Leaf:
+class Leaf(Struct, frozen=True):
     path: Path
     value: Any  # MISSING when removed or never set
     history: list[Contribution]  # lowest layer first; the last one decided
 
 
-@dataclass(frozen=True)
-class Explanation:
+class Explanation(Struct, frozen=True):
     environment: str
     path: Path
     value: Any

@@ -7,8 +7,9 @@ far larger than any spec) becomes a located ``SpecError`` here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+
+from msgspec import Struct
 
 from meshctl import yamlio
 from meshctl.errors import Location, Problem, SpecError, UsageError
@@ -19,8 +20,7 @@ from meshctl.paths import format_path
 MAX_SOURCE_BYTES = 2 * 1024 * 1024
 
 
-@dataclass
-class Source:
+class Source(Struct):
     """A loaded YAML file: its display name, the data and where each value is."""
 
     name: str

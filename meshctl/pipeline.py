@@ -5,8 +5,9 @@ This is meshctl's library API; the CLI is a thin layer over these functions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+
+from msgspec import Struct
 
 from meshctl import layout
 from meshctl.build import build_environment
@@ -18,8 +19,7 @@ from meshctl.write import Scope, WritePlan, check, write
 __all__ = ["RenderResult", "load_platform", "render", "render_files"]
 
 
-@dataclass
-class RenderResult:
+class RenderResult(Struct):
     platform: Platform
     environments: list[str]
     files: Files

@@ -7,9 +7,10 @@ adds profiles as ``profiles/<name>.yaml`` beside its spec.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from msgspec import Struct
 
 from meshctl.errors import Problem, SpecError
 from meshctl.inline_secrets import inline_secret_problems
@@ -22,8 +23,7 @@ ROOT_PROFILE = "default"
 BUILTIN_PREFIX = "meshctl:profiles/"
 
 
-@dataclass(frozen=True)
-class Profile:
+class Profile(Struct, frozen=True):
     name: str
     description: str
     extends: str | None

@@ -30,7 +30,7 @@ e.g. for 99.99 % over 30 days, page (1h): 14.4 * 0.0001 = 0.00144.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from msgspec import Struct
 
 __all__ = [
     "WINDOWS",
@@ -48,8 +48,7 @@ WORKBOOK_PERIOD_DAYS = 30
 _DIGITS = 12
 
 
-@dataclass(frozen=True)
-class BurnWindow:
+class BurnWindow(Struct, frozen=True):
     """One row of the workbook's table."""
 
     severity: str  # page | ticket: what Alertmanager routes on

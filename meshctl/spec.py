@@ -8,9 +8,10 @@ problem found in the spec and the profiles it uses.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from msgspec import Struct
 
 from meshctl import dependencies, models, policy
 from meshctl.errors import Location, Problem, SpecError, UsageError
@@ -30,8 +31,7 @@ from meshctl.validate import (
 from meshctl.yamlio import Path as DataPath
 
 
-@dataclass(frozen=True)
-class EnvironmentPlan:
+class EnvironmentPlan(Struct, frozen=True):
     """One environment after expansion: typed settings and where each came from."""
 
     name: str
@@ -42,8 +42,7 @@ class EnvironmentPlan:
     settings: models.Settings
 
 
-@dataclass(frozen=True)
-class Platform:
+class Platform(Struct, frozen=True):
     source: Source
     document: models.PlatformDocument
     profiles: ProfileSet

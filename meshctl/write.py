@@ -22,8 +22,9 @@ import shutil
 import signal
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+
+from msgspec import Struct, field
 
 from meshctl import layout
 from meshctl.errors import Differences, OutputConflict, OutputConflictError, OutputError
@@ -32,8 +33,7 @@ Files = dict[str, bytes]
 Scope = Callable[[str], bool]
 
 
-@dataclass
-class WritePlan:
+class WritePlan(Struct):
     changed: dict[str, bytes] = field(default_factory=dict)
     added: dict[str, bytes] = field(default_factory=dict)
     removed: list[str] = field(default_factory=list)

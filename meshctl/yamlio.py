@@ -27,10 +27,10 @@ import json
 import math
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from msgspec import Struct, field
 
 Path = tuple[str | int, ...]
 Mark = tuple[int, int]  # 1-based line and column
@@ -59,8 +59,7 @@ class YamlSyntaxError(Exception):
         self.path = path
 
 
-@dataclass
-class Document:
+class Document(Struct):
     """Plain data plus the position of every value and every mapping key."""
 
     data: Any

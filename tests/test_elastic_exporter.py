@@ -12,11 +12,11 @@ after it.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from meshctl.build import elastic, elastic_exporter, monitoring, telemetry
@@ -261,7 +261,7 @@ def _without(ctx: BuildContext, **enabled: bool) -> BuildContext:
         settings = settings.model_copy(
             update={"data": settings.data.model_copy(update={"elasticsearch": es})}
         )
-    return BuildContext(ctx.platform, dataclasses.replace(ctx.plan, settings=settings))
+    return BuildContext(ctx.platform, msgspec.structs.replace(ctx.plan, settings=settings))
 
 
 @pytest.mark.parametrize(

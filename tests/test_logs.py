@@ -11,7 +11,6 @@ in ECK's roles file, the retention against the profiles.
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import json
 import posixpath
@@ -20,6 +19,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import yaml
 
@@ -488,7 +488,7 @@ def test_disabled_means_nothing(example_tree: Rendered) -> None:
             )
         }
     )
-    off = BuildContext(ctx.platform, dataclasses.replace(ctx.plan, settings=settings))
+    off = BuildContext(ctx.platform, msgspec.structs.replace(ctx.plan, settings=settings))
     output = logs.build(off)
     assert output.releases == [] and output.manifests == []
     assert logs.monitors(off) == []

@@ -10,11 +10,11 @@ pods' real labels and port.
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import yaml
 
@@ -434,7 +434,7 @@ def test_eck_operator_serves_metrics(example_tree: Rendered) -> None:
     off = ctx.settings.model_copy(
         update={"observability": ctx.settings.observability.model_copy(update={"enabled": False})}
     )
-    plan = dataclasses.replace(ctx.plan, settings=off)
+    plan = msgspec.structs.replace(ctx.plan, settings=off)
     (release,) = elastic.build(BuildContext(ctx.platform, plan)).releases
     assert "config" not in release.values
     assert elastic.monitors(BuildContext(ctx.platform, plan)) == []
@@ -468,7 +468,7 @@ def test_disabled_means_nothing(example_tree: Rendered) -> None:
     settings = ctx.settings.model_copy(
         update={"observability": ctx.settings.observability.model_copy(update={"enabled": False})}
     )
-    plan = dataclasses.replace(ctx.plan, settings=settings)
+    plan = msgspec.structs.replace(ctx.plan, settings=settings)
     output = monitoring.build(BuildContext(ctx.platform, plan))
     assert output.releases == [] and output.manifests == []
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import yaml
 from ruamel.yaml import YAML
@@ -168,7 +169,7 @@ def test_no_podmonitor_without_prometheus_but_the_port_stays_open(pair: Pair) ->
     off = settings.model_copy(
         update={"observability": settings.observability.model_copy(update={"enabled": False})}
     )
-    plan = dataclasses.replace(ctx.plan, settings=off)
+    plan = msgspec.structs.replace(ctx.plan, settings=off)
     without = BuildContext(ctx.platform, plan)
     assert service_metrics.monitors(without) == []
     kinds = {(m.body["kind"], m.body["metadata"]["name"]) for m in istio.build(without).manifests}
@@ -313,7 +314,7 @@ def test_the_build_refuses_a_metrics_port_it_cannot_open(pair: Pair) -> None:
     document = ctx.platform.document.model_copy(
         update={"spec": spec.model_copy(update={"services": services})}
     )
-    broken = BuildContext(dataclasses.replace(ctx.platform, document=document), ctx.plan)
+    broken = BuildContext(msgspec.structs.replace(ctx.platform, document=document), ctx.plan)
     message = "service 'api': metrics.port 8080 is the service's own port"
     with pytest.raises(RenderError, match=message):
         istio.build(broken)

@@ -16,12 +16,12 @@ them (jaeger 4.11.1, ``templates/jaeger/jaeger-deploy.yaml`` and
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import re
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import yaml
 
@@ -454,7 +454,7 @@ def test_kong_sends_nothing_without_a_collector(example_tree: Rendered) -> None:
     mesh_tracing = ctx.settings.mesh.tracing.model_copy(update={"collector": None})
     mesh = ctx.settings.mesh.model_copy(update={"tracing": mesh_tracing})
     settings = ctx.settings.model_copy(update={"observability": observability, "mesh": mesh})
-    off = BuildContext(ctx.platform, dataclasses.replace(ctx.plan, settings=settings))
+    off = BuildContext(ctx.platform, msgspec.structs.replace(ctx.plan, settings=settings))
     assert telemetry.collector(off) is None
     output = kong.build(off)
     plugins = [m.body for m in output.manifests if m.body["kind"] == "KongClusterPlugin"]

@@ -8,7 +8,7 @@ asked for.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from msgspec import Struct, field
 
 from meshctl import layout
 from meshctl.build import (
@@ -53,8 +53,7 @@ COMPONENTS = (
 MANAGED_LABELS = {"app.kubernetes.io/managed-by": "meshctl"}
 
 
-@dataclass
-class EnvironmentBuild:
+class EnvironmentBuild(Struct):
     environment: str
     releases: list[Release]
     manifests: list[Manifest]  # plain resources, synced by one Application per stage

@@ -5,8 +5,9 @@ environment's plain resources. Sync waves put CRDs and operators first."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
+
+from msgspec import Struct, field
 
 from meshctl import layout
 from meshctl.build.context import STAGE_WAVES, BuildContext, Manifest, Release
@@ -17,8 +18,7 @@ IN_CLUSTER = "https://kubernetes.default.svc"
 RESOURCES_NAMESPACE = "istio-system"
 
 
-@dataclass(frozen=True)
-class App:
+class App(Struct, frozen=True):
     """What varies between the environment's Applications."""
 
     name: str

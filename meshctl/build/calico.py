@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
+
+from msgspec import Struct
 
 from meshctl import layout, models
 from meshctl.build import elastic, istio, kong, postgres, redis, telemetry, tls
@@ -134,8 +135,7 @@ def _calico_network(calico: models.Calico) -> dict[str, Any]:
 # -- the graph -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Workload:
+class Workload(Struct, frozen=True):
     """Pods the spec declares: a service, Kong, or a data-tier component."""
 
     name: str
@@ -165,33 +165,21 @@ class Workload:
         }
 
 
-@dataclass(frozen=True)
-class Edge:
+class Edge(Struct, frozen=True):
     caller: str
     callee: str
     port: int
 
 
-@dataclass(frozen=True)
-class Graph:
+class Graph(Struct, frozen=True):
     """Who may call whom on which port: ``allowFrom`` (what Istio authorizes) and
     the data tier named in ``uses``. Both ends of every edge are opened."""
 
     workloads: dict[str, Workload]
-    edges: tuple[Edge, ...]
     endpoints: dict[str, Endpoint]
     # callee -> caller -> ports, and caller -> callee -> ports
-    _incoming: dict[str, dict[str, set[int]]] = field(init=False, repr=False)
-    _outgoing: dict[str, dict[str, set[int]]] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        incoming: dict[str, dict[str, set[int]]] = {}
-        outgoing: dict[str, dict[str, set[int]]] = {}
-        for edge in self.edges:
-            incoming.setdefault(edge.callee, {}).setdefault(edge.caller, set()).add(edge.port)
-            outgoing.setdefault(edge.caller, {}).setdefault(edge.callee, set()).add(edge.port)
-        object.__setattr__(self, "_incoming", incoming)
-        object.__setattr__(self, "_outgoing", outgoing)
+    incoming: dict[str, dict[str, set[int]]]
+    outgoing: dict[str, dict[str, set[int]]]
 
     @classmethod
     def of(cls, ctx: BuildContext) -> Graph:
@@ -236,12 +224,16 @@ class Graph:
             )
             workloads[KIBANA] = kibana
             edges.add(Edge(KIBANA, "elasticsearch", endpoints["elasticsearch"].port))
-        ordered = tuple(sorted(edges, key=lambda e: (e.caller, e.callee, e.port)))
-        return cls(workloads, ordered, endpoints)
+        incoming: dict[str, dict[str, set[int]]] = {}
+        outgoing: dict[str, dict[str, set[int]]] = {}
+        for edge in edges:
+            incoming.setdefault(edge.callee, {}).setdefault(edge.caller, set()).add(edge.port)
+            outgoing.setdefault(edge.caller, {}).setdefault(edge.callee, set()).add(edge.port)
+        return cls(workloads, endpoints, incoming, outgoing)
 
     def ingress(self, name: str) -> list[dict[str, Any]]:
         """Allow rules for the callers of `name`: one per caller, with its ports."""
-        ports = self._incoming.get(name, {})
+        ports = self.incoming.get(name, {})
         return [
             allow_tcp(ports[caller], source=self.workloads[caller].source())
             for caller in sorted(ports)
@@ -249,7 +241,7 @@ class Graph:
 
     def egress(self, name: str) -> list[dict[str, Any]]:
         """Allow rules for the callees of `name`: one per callee, with its ports."""
-        ports = self._outgoing.get(name, {})
+        ports = self.outgoing.get(name, {})
         return [
             allow_tcp(destination=self.workloads[callee].destination(ports[callee]))
             for callee in sorted(ports)

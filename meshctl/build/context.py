@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
+
+from msgspec import Struct, field
 
 from meshctl import layout, models, templating
 from meshctl.catalog import CHARTS, Chart
@@ -22,8 +23,7 @@ STAGE_WAVES = {
 }
 
 
-@dataclass(frozen=True)
-class Release:
+class Release(Struct, frozen=True):
     """A Helm release: chart from the catalog, target namespace, values."""
 
     name: str
@@ -40,8 +40,7 @@ class Release:
         return CHARTS[self.chart_key]
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(Struct, frozen=True):
     """A Kubernetes object, and the file it belongs in: <stage>/<component>/<group>.yaml."""
 
     component: str
@@ -60,8 +59,7 @@ class Manifest:
         )
 
 
-@dataclass(frozen=True)
-class Endpoint:
+class Endpoint(Struct, frozen=True):
     """Where clients reach a data-tier component, for credentials and network policy."""
 
     name: str  # the name services use in `uses`: postgres, redis, elasticsearch
@@ -87,14 +85,12 @@ class Endpoint:
         return (self.port, *self.extra_client_ports)
 
 
-@dataclass
-class ComponentOutput:
+class ComponentOutput(Struct):
     releases: list[Release] = field(default_factory=list)
     manifests: list[Manifest] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class BuildContext:
+class BuildContext(Struct, frozen=True):
     platform: Platform
     plan: EnvironmentPlan
 

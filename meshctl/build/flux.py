@@ -13,8 +13,9 @@ Kustomizations can only dependOn Kustomizations, never HelmReleases.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any
+
+from msgspec import Struct, field
 
 from meshctl import layout
 from meshctl.build.context import STAGE_WAVES, BuildContext, Manifest, Release
@@ -25,8 +26,7 @@ HELM_RELEASE_API = "helm.toolkit.fluxcd.io/v2"
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
-@dataclass(frozen=True)
-class HelmReleaseSpec:
+class HelmReleaseSpec(Struct, frozen=True):
     """What varies between the environment's HelmReleases."""
 
     name: str
@@ -41,8 +41,7 @@ class HelmReleaseSpec:
     depends_on: list[dict[str, str]] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class KustomizationSpec:
+class KustomizationSpec(Struct, frozen=True):
     name: str
     path: str
     wait: bool

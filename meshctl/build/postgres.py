@@ -13,8 +13,9 @@ namespace (what it connects with). See docs/data.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 from meshctl import layout, models
 from meshctl.build import secrets
@@ -72,8 +73,7 @@ def kong_uses_platform_database(settings: models.Settings) -> bool:
     return database.mode == "postgres" and not database.external
 
 
-@dataclass(frozen=True)
-class Consumer:
+class Consumer(Struct, frozen=True):
     """A login role, and the Secret its client reads in its own namespace."""
 
     role: str

@@ -10,8 +10,9 @@ cluster by the operator, never by meshctl.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 from meshctl import layout, models
 from meshctl.build.context import CRDS_WAVE, BuildContext, ComponentOutput, Manifest, Release
@@ -23,8 +24,7 @@ RELEASE = "external-secrets"
 SERVICE_ACCOUNT = "external-secrets"
 
 
-@dataclass(frozen=True)
-class Credential:
+class Credential(Struct, frozen=True):
     """A Secret the cluster needs, filled from one key of the external store."""
 
     name: str  # the Secret's name, and the key's last segment in the store

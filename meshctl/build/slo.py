@@ -18,8 +18,9 @@ from the Ingress backend: ``<namespace>.<service>.pnum-<port>`` (KIC 2.10+ and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 from meshctl import models
 from meshctl.build import elastic_exporter
@@ -38,8 +39,7 @@ LATENCY_OBJECTIVES = (("p95", 95.0), ("p99", 99.0))
 REPLICATION_LAG_SECONDS = 30
 
 
-@dataclass(frozen=True)
-class Indicator:
+class Indicator(Struct, frozen=True):
     """One SLO: what a bad event is, and the objective in percent."""
 
     slo: str  # availability | latency-p95 | latency-p99: the `slo` label

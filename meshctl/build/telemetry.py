@@ -12,8 +12,9 @@ any of the clients' names) when it uses Elasticsearch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
+
+from msgspec import Struct, field
 
 from meshctl import models
 from meshctl.build.context import BuildContext
@@ -47,8 +48,7 @@ LOG_RETENTION_PODS = {"app.kubernetes.io/name": "log-retention"}
 ELASTICSEARCH_EXPORTER_PODS = {"app.kubernetes.io/name": "elasticsearch-exporter"}
 
 
-@dataclass(frozen=True)
-class Monitor:
+class Monitor(Struct, frozen=True):
     """A ServiceMonitor or PodMonitor: pods (or a Service) in namespaces, a port."""
 
     kind: str  # PodMonitor | ServiceMonitor
@@ -59,8 +59,7 @@ class Monitor:
     description: str
 
 
-@dataclass(frozen=True)
-class ElasticsearchClient:
+class ElasticsearchClient(Struct, frozen=True):
     """A platform component that talks to Elasticsearch as a file-realm user.
 
     Its password is the store key ``<prefix>/elasticsearch-<name>`` (property
