@@ -5,8 +5,6 @@ Exit codes: 0 success; 1 invalid spec, policy violation or differences found;
 130 interrupted.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 from enum import StrEnum
@@ -255,13 +253,13 @@ def explain(
         reporters.explanation(out, item)
 
 
-def _profiles(spec: Path) -> ProfileSet:
+def _profiles(spec: Path) -> "ProfileSet":
     from meshctl.profiles import load_profiles
 
     return load_profiles(spec.parent if spec.exists() else Path.cwd())
 
 
-def _profile_name(profiles: ProfileSet, name: str) -> str:
+def _profile_name(profiles: "ProfileSet", name: str) -> str:
     from meshctl.errors import ProfileError
     from meshctl.validate import suggestion
 
