@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
 from msgspec import Struct
 from msgspec.structs import replace
 
@@ -103,7 +102,7 @@ class MemoryTree:
     def _parse(self, path: str, data: bytes) -> list[Any]:
         try:
             return [d for d in yamlio.load_output_all(data.decode("utf-8")) if d is not None]
-        except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+        except (yamlio.YAMLError, UnicodeDecodeError, RecursionError) as exc:
             raise OutputError(f"{self.describe(path)}: not a readable YAML file: {exc}") from exc
 
     def describe(self, path: str) -> str:

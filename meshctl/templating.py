@@ -20,7 +20,6 @@ from typing import Any
 
 import jinja2
 import jinja2.bccache
-import yaml
 
 from meshctl import __version__, yamlio
 from meshctl.errors import RenderError
@@ -102,7 +101,7 @@ def render(template: str, **context: Any) -> list[Any]:
         return fast
     try:
         return [doc for doc in yamlio.load_output_all(text) if doc is not None]
-    except yaml.YAMLError as exc:
+    except yamlio.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at output line {mark.line + 1}" if mark else ""
         raise RenderError(f"templates/{template} produced invalid YAML{where}: {exc}") from exc

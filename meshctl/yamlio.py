@@ -27,10 +27,59 @@ import json
 import math
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-import yaml
 from msgspec import Struct, field
+
+
+class _DeferredPattern:
+    """Stands in for re.compile(pattern) and compiles it on first use."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self._compiled: re.Pattern[str] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._compiled is None:
+            # re.UNICODE is what a str pattern gets anyway; it keys re's cache
+            # apart from the stand-in's entry.
+            self._compiled = re.compile(self.pattern, re.UNICODE)
+        return getattr(self._compiled, name)
+
+
+@contextmanager
+def _deferred(pattern: str) -> Iterator[None]:
+    """While open, re.compile(pattern) returns a _DeferredPattern.
+
+    Python's re compiles in Python, and a character class over all of Unicode
+    costs 3 % of a render. The stand-in goes into re's own cache, keyed
+    (type, pattern, flags), and leaves it (and 3.12's second cache) at the end.
+    Where that cache is not a dict, nothing is deferred.
+    """
+    cache = getattr(re, "_cache", None)
+    key = (str, pattern, 0)
+    if not isinstance(cache, dict) or key in cache:
+        yield
+        return
+    stand_in = _DeferredPattern(pattern)
+    cache[key] = stand_in
+    try:
+        yield
+    finally:
+        for table in (cache, getattr(re, "_cache2", None)):
+            if isinstance(table, dict) and table.get(key) is stand_in:
+                del table[key]
+
+
+# PyYAML's pure-Python reader (yaml.reader.Reader) compiles this, exactly so
+# written, when the package is imported. meshctl reads and writes through
+# libyaml and never uses that reader: the pattern compiles only if something does.
+YAML_READER_PATTERN = "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+with _deferred(YAML_READER_PATTERN):
+    import yaml
+
+YAMLError = yaml.YAMLError
 
 Path = tuple[str | int, ...]
 Mark = tuple[int, int]  # 1-based line and column

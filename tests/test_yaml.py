@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -383,3 +385,38 @@ def test_fast_writer_quotes_as_libyaml_does() -> None:
     }
     fast = yamlio.fast_dump_documents([document, {"second": 1}], "header")
     assert fast == yamlio.libyaml_dump_documents([document, {"second": 1}], "header")
+
+
+DEFERRED_READER_PATTERN = """
+import re
+import meshctl.yamlio as yamlio
+import yaml
+import yaml.reader
+
+pattern = yaml.reader.Reader.NON_PRINTABLE
+print(type(pattern).__name__)
+# Nothing of the stand-in is left in re's cache: this compiles for real.
+print(isinstance(re.compile(yamlio.YAML_READER_PATTERN), re.Pattern))
+real = re.compile(yamlio.YAML_READER_PATTERN)
+for text in ("plain", "tab\\there", "bell\\x07", "\\ufffe", "emoji \\U0001f600", "\\x85ok"):
+    found, expected = pattern.search(text), real.search(text)
+    assert (found and found.span()) == (expected and expected.span()), text
+try:  # PyYAML's pure-Python reader still refuses what it refused
+    yaml.load("a: b\\x07", Loader=yaml.SafeLoader)
+except yaml.reader.ReaderError as exc:
+    print("refused", exc.character == 7)  # its code point
+"""
+
+
+def test_pyyaml_reader_pattern_compiles_only_when_used() -> None:
+    """meshctl imports PyYAML with its pure-Python reader's pattern deferred
+    (compiling it was 3 % of a render); the stand-in must match PyYAML's pattern
+    exactly (else this fails: PyYAML changed it) and behave as the real one."""
+    run = subprocess.run(
+        [sys.executable, "-c", DEFERRED_READER_PATTERN],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split("\n") == ["_DeferredPattern", "True", "refused True", ""]
