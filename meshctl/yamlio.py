@@ -708,21 +708,43 @@ def _fast_sequence(lines: list[tuple[int, str]], i: int, indent: int) -> tuple[A
     return items, i
 
 
+# What each distinct raw line is: skipped, a document start, outside the
+# subset, or (indent, content).
+_SKIP = object()
+_DOCUMENT_START = object()
+_OUTSIDE = object()
+_raw_lines: dict[str, Any] = {}
+
+
+def _raw_line(raw: str) -> Any:
+    content = raw.lstrip(" ")
+    if not content or content[0] == "#":
+        return _SKIP
+    if raw == "---":
+        return _DOCUMENT_START
+    if raw.startswith(("---", "...", "%")) or content[-1] == " ":
+        return _OUTSIDE
+    return (len(raw) - len(content), content)
+
+
 def fast_load_all(text: str) -> list[Any] | None:
     """Template output as documents, or None when it is not in the simple subset."""
     if "\t" in text or "\r" in text:
         return None
     documents: list[list[tuple[int, str]]] = [[]]
+    lines = documents[0]
+    known = _raw_lines
     for raw in text.split("\n"):
-        content = raw.lstrip(" ")
-        if not content or content[0] == "#":
-            continue
-        if raw == "---":
-            documents.append([])
-            continue
-        if raw.startswith(("---", "...", "%")) or content.rstrip(" ") != content:
+        line = known.get(raw)
+        if line is None:
+            line = known[raw] = _raw_line(raw)
+        if type(line) is tuple:
+            lines.append(line)
+        elif line is _DOCUMENT_START:
+            lines = []
+            documents.append(lines)
+        elif line is _OUTSIDE:
             return None
-        documents[-1].append((len(raw) - len(content), content))
     loaded: list[Any] = []
     try:
         for lines in documents:

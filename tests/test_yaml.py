@@ -298,10 +298,23 @@ def test_fast_paths_agree_with_libyaml_on_every_render(monkeypatch: pytest.Monke
         "a: plain\n  continued\n",
         '"quoted key": 1\n',
         "- a\nb: 1\n",
+        "a: 1 \n",  # a trailing space
+        "a: 1\n...\n",
+        "%YAML 1.2\n---\na: 1\n",
+        "--- a\n",
     ],
 )
 def test_fast_reader_steps_aside_outside_its_subset(text: str) -> None:
     assert yamlio.fast_load_all(text) is None
+
+
+def test_fast_reader_splits_documents_and_skips_comments() -> None:
+    text = "# header\na: 1\n---\n\n  # indented comment\nb:\n  - x\n---\n---\nc: d\n"
+    expected = [{"a": 1}, {"b": ["x"]}, {"c": "d"}]
+    # twice: the second time every line is already known
+    assert yamlio.fast_load_all(text) == expected
+    assert yamlio.fast_load_all(text) == expected
+    assert yamlio.fast_load_all(text) == [d for d in yamlio.load_output_all(text) if d is not None]
 
 
 WORDS = [
