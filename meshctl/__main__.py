@@ -86,7 +86,8 @@ def run() -> None:
         try:
             stream.flush()
         except (OSError, ValueError):
-            # A closed pipe (`meshctl diff | head -1`): Python exits 120 then.
+            # Output left in the buffer for a reader that has gone: Python's
+            # own exit reports the failed flush with 120.
             status = status or 120
     os._exit(status)
 
