@@ -8,9 +8,9 @@ Two kinds of models live here:
   come from built-in defaults, a profile, the spec and per-environment
   overrides. ``Settings`` is the merged, effective result per environment,
   where required fields must be present. The spec and profiles hold *layers*
-  of it: ``layer_model`` derives from each settings model a twin in which every
-  field is optional and ``null`` (remove what a lower layer set), with the same
-  types and constraints.
+  of it (``SettingsLayer``, ``GatewayLayer``, ...): derived from the settings
+  models' own core schema, every field optional and ``null`` (remove what a
+  lower layer set), with the same types and constraints.
 
 ``meshctl.schema`` turns these into ``schemas/platform.schema.json``: one
 source of truth for pydantic's validation and the published JSON Schema.
@@ -18,10 +18,10 @@ Field names are snake_case in Python and camelCase in YAML. Validation is
 strict, as JSON Schema is: "5" is not an integer.
 """
 
+import inspect
 import ipaddress
-import types
 from functools import cache
-from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Self, cast
 
 from pydantic import (
     BaseModel,
@@ -30,10 +30,10 @@ from pydantic import (
     Field,
     StringConstraints,
     WithJsonSchema,
-    create_model,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import core_schema
 
 API_VERSION = "meshctl.io/v1alpha1"
 
@@ -914,53 +914,196 @@ LAYERED_SECTIONS = tuple((info.alias or name) for name, info in Settings.model_f
 
 
 # --------------------------------------------------------------------------
-# The document
+# Layers
+
+LAYER_SUFFIX = "Layer"
+_CONTAINERS = ("nullable", "list", "dict", "union")
+_SCALARS = frozenset({"str", "int", "float", "bool", "literal", "none", "any"})
 
 
-def _layered(annotation: Any) -> Any:
-    """The annotation with every settings model in it replaced by its layer."""
-    if isinstance(annotation, type) and issubclass(annotation, Model):
-        return layer_model(annotation)
-    origin, args = get_origin(annotation), get_args(annotation)
-    if origin is Annotated:
-        return Annotated[(_layered(args[0]), *annotation.__metadata__)]
-    if origin in (Union, types.UnionType):
-        return Union[tuple(_layered(a) for a in args)]  # noqa: UP007 - built at run time
-    if origin is list:
-        return list[_layered(args[0])]  # type: ignore[misc]
-    if origin is dict:
-        return dict[args[0], _layered(args[1])]  # type: ignore[misc,valid-type]
-    return annotation
+class _Layer(dict[str, Any]):
+    """The layer of a settings model, as a field type: every field optional and
+    nullable (``null`` removes what a lower layer set), the same types and
+    constraints, no cross-field rules (a layer may set one field of a pair).
+
+    A layer is derived from its settings model's own core schema when pydantic
+    builds a document's validator, not declared as a twin model: defining the
+    64 twin classes and generating their schemas was 9 % of a render.
+    The validated value is a plain dict (the layers are merged as written; only
+    the merged settings become models). The published schema is pydantic's
+    JSON Schema of the same core schema, so it still cannot disagree.
+    """
+
+    model: type["Model"]
+
+    def __init_subclass__(cls, model: type["Model"]) -> None:
+        cls.model = model
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, _source: Any, _handler: Any) -> core_schema.CoreSchema:
+        return _LayerSchemas().of(cls.model)
+
+
+class _LayerSchemas:
+    """Derives layers from the effective settings' core schema: fresh dicts for
+    each document, as pydantic inlines single-use definitions in place."""
+
+    def __init__(self) -> None:
+        self.shared, self.effective = _effective_schemas()
+        self.layers: dict[str, core_schema.CoreSchema] = {}
+
+    def of(self, model: type["Model"]) -> core_schema.CoreSchema:
+        root = self._layer(self.effective[model])
+        return core_schema.definitions_schema(root, list(self.layers.values()))
+
+    def _layer(self, schema: Any) -> Any:
+        model = _model_schema(schema, self.shared)
+        if model is not None:
+            return self._model_layer(model)
+        kind = schema["type"]
+        if kind == "nullable":
+            return {**schema, "schema": self._layer(schema["schema"])}
+        if kind == "list":
+            return {**schema, "items_schema": self._layer(schema["items_schema"])}
+        if kind == "dict":
+            return {**schema, "values_schema": self._layer(schema["values_schema"])}
+        if kind == "union":
+            choices = [
+                (self._layer(c[0]), c[1]) if isinstance(c, tuple) else self._layer(c)
+                for c in schema["choices"]
+            ]
+            return {**schema, "choices": choices}
+        if kind not in _SCALARS and _mentions_model(schema):
+            raise TypeError(f"cannot derive a layer through a {kind!r} schema")
+        return schema
+
+    def _model_layer(self, model: Any) -> core_schema.CoreSchema:
+        cls: type[Model] = model["cls"]
+        name = cls.__name__ + LAYER_SUFFIX
+        ref = f"{cls.__module__}.{name}"
+        if ref not in self.layers:
+            fields = {}
+            for key, field in model["schema"]["fields"].items():
+                inner = field["schema"]
+                if inner["type"] == "default":
+                    inner = inner["schema"]
+                inner = self._layer(inner)
+                if inner["type"] != "nullable":
+                    inner = core_schema.nullable_schema(inner)
+                description = cls.model_fields[key].description
+                fields[key] = core_schema.typed_dict_field(
+                    inner,
+                    required=False,
+                    validation_alias=field.get("validation_alias"),
+                    serialization_alias=field.get("serialization_alias"),
+                    metadata={"pydantic_js_updates": {"description": description}}
+                    if description
+                    else None,
+                )
+            updates = {"title": name}
+            if cls.__doc__:
+                updates["description"] = inspect.cleandoc(cls.__doc__)
+            self.layers[ref] = core_schema.typed_dict_schema(
+                fields,
+                extra_behavior="forbid",
+                config=cast(core_schema.CoreConfig, {**model["config"], "title": name}),
+                ref=ref,
+                metadata={"pydantic_js_updates": updates},
+            )
+        return core_schema.definition_reference_schema(ref)
 
 
 @cache
-def layer_model(model: type[Model]) -> type[Model]:
-    """A settings model as a layer: every field optional and nullable, no
-    cross-field rules (a layer may set one field of a pair), same constraints."""
-    fields: dict[str, Any] = {}
-    for name, info in model.model_fields.items():
-        annotation = _layered(info.annotation)
-        if info.metadata:
-            annotation = Annotated[(annotation, *info.metadata)]
-        fields[name] = (
-            annotation | None,
-            Field(None, alias=info.alias, description=info.description),
-        )
-    layer: type[Model] = create_model(
-        f"{model.__name__}Layer", __base__=Model, __doc__=model.__doc__, **fields
-    )
-    return layer
+def _effective_schemas() -> tuple[dict[str, Any], dict[type, Any]]:
+    """Settings' shared definitions by ref, and each settings model's schema."""
+    if not Settings.__pydantic_complete__:
+        Settings.model_rebuild()
+    schema: Any = Settings.__pydantic_core_schema__
+    shared: dict[str, Any] = {}
+    if schema["type"] == "definitions":
+        shared = {d["ref"]: d for d in schema["definitions"]}
+        schema = schema["schema"]
+    effective: dict[type, Any] = {}
+    pending = [schema]
+    while pending:
+        node = pending.pop()
+        model = _model_schema(node, shared)
+        if model is not None:
+            if model["cls"] not in effective:
+                effective[model["cls"]] = model
+                pending.extend(f["schema"] for f in model["schema"]["fields"].values())
+        elif node["type"] in ("default", *_CONTAINERS):
+            keys = ("schema", "items_schema", "values_schema")
+            pending.extend(node[k] for k in keys if k in node)
+            pending.extend(c[0] if isinstance(c, tuple) else c for c in node.get("choices", ()))
+    return shared, effective
 
 
-SettingsLayer = layer_model(Settings)
-GatewayLayer = layer_model(Gateway)
-MeshLayer = layer_model(Mesh)
-ResilienceLayer = layer_model(Resilience)
-NetworkLayer = layer_model(Network)
-DataLayer = layer_model(Data)
-TlsLayer = layer_model(Tls)
-SecretsLayer = layer_model(Secrets)
-ObservabilityLayer = layer_model(Observability)
+def _model_schema(schema: Any, shared: dict[str, Any]) -> Any:
+    """The model schema `schema` stands for, without its validators; else None."""
+    if schema["type"] == "definition-ref":
+        schema = shared[schema["schema_ref"]]
+    # A model with cross-field rules is wrapped in its (after) validators.
+    while schema["type"].startswith("function-") and _kind(schema.get("schema")) == "model":
+        schema = schema["schema"]
+    return schema if schema["type"] == "model" else None
+
+
+def _kind(schema: Any) -> Any:
+    return schema["type"] if isinstance(schema, dict) else None
+
+
+def _mentions_model(schema: Any) -> bool:
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("type") in ("model", "definition-ref"):
+                return True
+            stack.extend(v for k, v in node.items() if k not in ("metadata", "cls", "function"))
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
+    return False
+
+
+class SettingsLayer(_Layer, model=Settings):
+    pass
+
+
+class GatewayLayer(_Layer, model=Gateway):
+    pass
+
+
+class MeshLayer(_Layer, model=Mesh):
+    pass
+
+
+class ResilienceLayer(_Layer, model=Resilience):
+    pass
+
+
+class NetworkLayer(_Layer, model=Network):
+    pass
+
+
+class DataLayer(_Layer, model=Data):
+    pass
+
+
+class TlsLayer(_Layer, model=Tls):
+    pass
+
+
+class SecretsLayer(_Layer, model=Secrets):
+    pass
+
+
+class ObservabilityLayer(_Layer, model=Observability):
+    pass
+
+
+# --------------------------------------------------------------------------
+# The document
 
 
 class Metadata(Model):
@@ -1037,7 +1180,7 @@ class Environment(Model):
         default_factory=lambda: Cluster(server="https://kubernetes.default.svc"),
         description="Where Argo CD deploys this environment.",
     )
-    overrides: SettingsLayer = Field(  # type: ignore[valid-type]
+    overrides: SettingsLayer = Field(
         default_factory=SettingsLayer,
         description="Settings for this environment only; the top layer.",
     )
@@ -1127,28 +1270,22 @@ class PlatformSpec(Model):
     domain: Hostname | None = Field(None, description="Base DNS domain of the platform.")
     gitops: GitOps
     environments: dict[DnsLabel, Environment] = Field(min_length=1)
-    gateway: GatewayLayer | None = Field(  # type: ignore[valid-type]
-        None, description="Kong Gateway, for every environment."
-    )
-    mesh: MeshLayer | None = Field(  # type: ignore[valid-type]
-        None, description="Istio, for every environment."
-    )
-    network: NetworkLayer | None = Field(  # type: ignore[valid-type]
+    gateway: GatewayLayer | None = Field(None, description="Kong Gateway, for every environment.")
+    mesh: MeshLayer | None = Field(None, description="Istio, for every environment.")
+    network: NetworkLayer | None = Field(
         None, description="Calico networking and policy, for every environment."
     )
-    data: DataLayer | None = Field(  # type: ignore[valid-type]
-        None, description="The data tier, for every environment."
-    )
-    tls: TlsLayer | None = Field(  # type: ignore[valid-type]
+    data: DataLayer | None = Field(None, description="The data tier, for every environment.")
+    tls: TlsLayer | None = Field(
         None, description="Certificates through cert-manager, for every environment."
     )
-    secrets: SecretsLayer | None = Field(  # type: ignore[valid-type]
+    secrets: SecretsLayer | None = Field(
         None, description="The external secret store, for every environment."
     )
-    observability: ObservabilityLayer | None = Field(  # type: ignore[valid-type]
+    observability: ObservabilityLayer | None = Field(
         None, description="Metrics, alerting and SLO alerts, for every environment."
     )
-    resilience: ResilienceLayer | None = Field(  # type: ignore[valid-type]
+    resilience: ResilienceLayer | None = Field(
         None, description="Disruption budgets and spreading, for every environment."
     )
     services: list[Service] = Field(default_factory=_empty_list)
@@ -1172,6 +1309,6 @@ class ProfileDocument(Model):
     production: bool | None = Field(
         None, description="Production policies apply (inherited when unset)."
     )
-    settings: SettingsLayer = Field(  # type: ignore[valid-type]
+    settings: SettingsLayer = Field(
         default_factory=SettingsLayer, description="The profile's settings layer."
     )

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from meshctl.schema import LAYER_SUFFIX, platform_schema
+from meshctl.models import LAYER_SUFFIX
+from meshctl.schema import platform_schema
 
 INTRO = """\
 # platform.yaml reference

@@ -1,8 +1,8 @@
 """JSON Schemas (draft 2020-12) generated from the pydantic models.
 
 The published schema describes what a user writes: the document, with *layers*
-of the settings sections (``models.layer_model``: every field optional, ``null``
-removes what a lower layer set). It is pydantic's own schema of the models that
+of the settings sections (``models.SettingsLayer`` and the others: every field
+optional, ``null`` removes what a lower layer set). It is pydantic's own schema of the models that
 validate a spec, tidied for editors, so validation and schema cannot disagree.
 ``schemas/*.schema.json`` are these functions' output, committed; a test fails
 when they drift.
@@ -18,7 +18,6 @@ from meshctl import models
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_BASE = "https://meshctl.io/schemas/v1alpha1/"
-LAYER_SUFFIX = "Layer"
 
 
 def _tidy(node: Any) -> Any:

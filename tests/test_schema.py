@@ -100,3 +100,97 @@ def test_core_never_imports_the_cli_frameworks() -> None:
             if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "print":
                 offenders.append(f"{path.name}: print()")
     assert offenders == []
+
+
+def _layer_validator() -> typing.Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(models.SettingsLayer)
+
+
+def _settings_models() -> dict[str, type[models.Model]]:
+    """Every model reachable from Settings, by name."""
+    found: dict[str, type[models.Model]] = {}
+    pending: list[typing.Any] = [models.Settings]
+    while pending:
+        hint = pending.pop()
+        if isinstance(hint, type) and issubclass(hint, models.Model):
+            if hint.__name__ not in found:
+                found[hint.__name__] = hint
+                pending += [info.annotation for info in hint.model_fields.values()]
+        else:
+            pending += typing.get_args(hint)
+    return found
+
+
+def test_every_settings_model_has_a_layer_with_its_fields_all_optional() -> None:
+    schema = json.loads(schema_text("platform.schema.json"))
+    for name, model in _settings_models().items():
+        layer = schema["$defs"][name + models.LAYER_SUFFIX]
+        aliases = [info.alias or key for key, info in model.model_fields.items()]
+        assert sorted(layer["properties"]) == sorted(aliases), name
+        assert "required" not in layer, name
+        assert layer["additionalProperties"] is False, name
+        validator = jsonschema.Draft202012Validator({"$defs": schema["$defs"], **layer})
+        assert validator.is_valid(dict.fromkeys(aliases)), f"{name}: null must remove"
+
+
+def test_pydantic_layers_take_null_everywhere_and_refuse_unknown_keys() -> None:
+    validator = _layer_validator()
+    sections = {
+        (info.alias or key): info.annotation for key, info in models.Settings.model_fields.items()
+    }
+    for alias, hint in sections.items():
+        model = next(a for a in (hint, *typing.get_args(hint)) if isinstance(a, type))
+        if not issubclass(model, models.Model):
+            continue  # domain
+        fields = [info.alias or key for key, info in model.model_fields.items()]
+        # A layer validates to a plain dict (by field name), merged as written.
+        validated = validator.validate_python({alias: dict.fromkeys(fields)})
+        assert validated == {alias: dict.fromkeys(model.model_fields)}
+        with pytest.raises(ValueError, match="Extra inputs are not permitted"):
+            validator.validate_python({alias: {"noSuchKey": 1}})
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        validator.validate_python({"gateway": {"replicas": 0}})
+    with pytest.raises(ValueError, match="valid integer"):
+        validator.validate_python({"gateway": {"replicas": "2"}})  # strict, as the schema
+
+
+def test_a_layer_has_no_cross_field_rules() -> None:
+    """A layer may set one half of a pair; the merged settings must have both."""
+    half = {"mode": "postgres", "database": "kong"}
+    assert _layer_validator().validate_python({"gateway": {"database": half}})
+    with pytest.raises(ValueError, match="host"):
+        models.KongDatabase.model_validate(half)
+
+
+def test_the_layer_derivation_refuses_a_schema_it_cannot_follow() -> None:
+    from pydantic_core import core_schema
+
+    hidden = core_schema.chain_schema(
+        [core_schema.str_schema(), core_schema.definition_reference_schema("meshctl.models.X")]
+    )
+    with pytest.raises(TypeError, match="'chain' schema"):
+        models._LayerSchemas()._layer(hidden)
+
+
+def test_each_document_gets_layers_of_its_own() -> None:
+    """pydantic inlines a definition used once by rewriting its reference in
+    place, so two documents must never share the dicts the derivation builds."""
+
+    def containers(node: typing.Any, found: set[int]) -> set[int]:
+        if isinstance(node, dict):
+            if node.get("type") in ("typed-dict", "typed-dict-field", "definition-ref"):
+                found.add(id(node))
+            for value in node.values():
+                containers(value, found)
+        elif isinstance(node, list | tuple):
+            for value in node:
+                containers(value, found)
+        return found
+
+    first = models.SettingsLayer.__get_pydantic_core_schema__(dict, None)
+    second = models.SettingsLayer.__get_pydantic_core_schema__(dict, None)
+    assert first == second
+    assert len(containers(first, set())) > 300  # 64 layers, their fields, references
+    assert containers(first, set()).isdisjoint(containers(second, set()))
