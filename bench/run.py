@@ -260,21 +260,28 @@ def run_quiet(argv: Sequence[str]) -> str:
     return result.stdout.strip()
 
 
-def measure(
-    case: Case,
-    runs: int,
-    once: Callable[[int], Sample],
-    warmup: Callable[[], object] | None = None,
-) -> Case:
-    """once(k) performs run k and returns its sample; warmup runs first, untimed."""
-    try:
-        if warmup is not None:
-            warmup()
-        for k in range(runs):
-            case.samples.append(once(k))
-    except CommandFailed as exc:
-        case.error = f"exit {exc.code}: {' '.join(exc.argv)}\n{exc.output.rstrip()}"
-    return case
+# A case, how to perform its run k, and whether it takes part in the warm-up.
+Step = tuple[Case, Callable[[int], Sample], bool]
+
+
+def run_rounds(steps: Sequence[Step], runs: int) -> None:
+    """Run k of every step, then run k + 1; round -1 is the untimed warm-up.
+    A step whose command fails is marked failed and skipped from then on; the
+    later steps use what the first one made, so they stop with it."""
+    first = steps[0][0]
+    for k in range(-1, runs):
+        for case, once, warm in steps:
+            if first.error and case is not first:
+                case.error = case.error or f"not run: {first.name} failed"
+            if case.error or (k < 0 and not warm):
+                continue
+            try:
+                sample = once(k)
+            except CommandFailed as exc:
+                case.error = f"exit {exc.code}: {' '.join(exc.argv)}\n{exc.output.rstrip()}"
+                continue
+            if k >= 0:
+                case.samples.append(sample)
 
 
 def count_files(root: Path) -> int:
@@ -298,78 +305,97 @@ class Bench:
     def version(self) -> Case:
         argv = [self.meshctl, "--version"]
         case = Case("meshctl --version", argv)
-        return self.add(measure(case, self.runs, lambda _k: run_once(argv), lambda: run_once(argv)))
+        run_rounds([(case, lambda _k: run_once(argv), True)], self.runs)
+        return self.add(case)
 
-    def render_fresh(self, label: str, spec: Path, services: int | None) -> tuple[Case, Path]:
-        """Render into a new directory each run; returns the case and the last output."""
+    def spec_cases(
+        self, label: str, spec: Path, services: int | None, *, unchanged: bool, warm_kubectl: bool
+    ) -> None:
+        """The cases of one spec, measured in rounds: run k of every case, then
+        run k + 1. A shared machine's speed drifts by up to 2x within minutes;
+        in rounds every case samples the same moments, so the budgets that
+        compare two cases (diff vs render, render vs kustomize) compare like
+        with like.
+
+        Round k renders into a new directory (`render ... (fresh)`); the other
+        cases of the round use that tree, which is exactly the spec's render.
+        The first round is an untimed warm-up (kustomize only if warm_kubectl:
+        at 2,000 services one build of the three overlays takes minutes)."""
         base = spec.parent
-        argv = [self.meshctl, "render", str(spec), "-o", "<fresh dir>"]
-        case = Case(f"render {label} (fresh)", argv)
 
-        def out_dir(k: int) -> Path:
-            return base / f"out-{k}"
+        def out(k: int) -> Path:
+            return base / ("out-warmup" if k < 0 else f"out-{k}")
 
-        def once(k: int) -> Sample:
-            target = out_dir(k)
-            if k > 0:  # keep disk use flat; the previous run's tree is not needed
-                shutil.rmtree(out_dir(k - 1), ignore_errors=True)
-            return run_once([self.meshctl, "render", str(spec), "-o", str(target)])
+        def fresh(k: int) -> Sample:
+            shutil.rmtree(out(k - 1), ignore_errors=True)  # keep disk use flat
+            return run_once([self.meshctl, "render", str(spec), "-o", str(out(k))])
 
-        def warmup() -> None:
-            target = base / "out-warmup"
-            run_once([self.meshctl, "render", str(spec), "-o", str(target)])
-            shutil.rmtree(target)
-
-        measure(case, self.runs, once, warmup)
-        last = out_dir(self.runs - 1)
-        if case.ok:
-            case.notes.append(f"{len(ENVIRONMENTS)} envs, {count_files(last)} files")
-            if services:
-                case.notes.append(f"{case.median / services * 1000:.2f} ms/service")
-        return self.add(case), last
-
-    def render_unchanged(self, label: str, spec: Path, out: Path) -> Case:
-        argv = [self.meshctl, "render", str(spec), "-o", str(out)]
-        case = Case(f"render {label} (unchanged tree)", argv)
-        # The tree from the fresh case is already there; one warm-up render
-        # makes sure it is exactly what this spec renders to.
-        measure(case, self.runs, lambda _k: run_once(argv), lambda: run_once(argv))
-        return self.add(case)
-
-    def diff_unchanged(self, label: str, spec: Path, out: Path) -> Case:
-        """`meshctl diff` of a tree that is exactly the spec's render; --exit-code
-        makes a reported difference fail the case."""
-        argv = [self.meshctl, "diff", str(spec), "-o", str(out), "--exit-code"]
-        case = Case(f"diff {label} (unchanged tree)", argv)
-        measure(case, self.runs, lambda _k: run_once(argv), lambda: run_once(argv))
-        return self.add(case)
-
-    def kustomize(self, label: str, out: Path, warm: bool = False) -> Case:
-        """kubectl kustomize of the three overlays, summed per run. Only the first
-        kustomize case warms up (loads kubectl): at 2,000 services one build of
-        the three overlays takes minutes."""
-        kubectl = self.kubectl
-        argvs = [
-            [kubectl or "kubectl", "kustomize", str(out / "overlays" / e)] for e in ENVIRONMENTS
-        ]
-        case = Case(f"kubectl kustomize {label}", argvs[0])
-        if kubectl is None:
-            case.error = "kubectl not found (use --kubectl); skipped"
-            return self.add(case)
-
-        def once(_k: int) -> Sample:
-            samples = [run_once(argv) for argv in argvs]
-            return Sample(
-                sum(s.seconds for s in samples),
-                max(s.max_rss_bytes for s in samples),
-                sum(s.user_seconds for s in samples),
-                sum(s.system_seconds for s in samples),
+        steps: list[Step] = [
+            (
+                Case(
+                    f"render {label} (fresh)",
+                    [self.meshctl, "render", str(spec), "-o", "<new dir>"],
+                ),
+                fresh,
+                True,
             )
+        ]
+        if unchanged:
+            argv = [self.meshctl, "render", str(spec), "-o", "<the round's tree>"]
+            steps.append(
+                (
+                    Case(f"render {label} (unchanged tree)", argv),
+                    lambda k: run_once([self.meshctl, "render", str(spec), "-o", str(out(k))]),
+                    True,
+                )
+            )
+        # --exit-code: a reported difference fails the case.
+        argv = [self.meshctl, "diff", str(spec), "-o", "<the round's tree>", "--exit-code"]
+        steps.append(
+            (
+                Case(f"diff {label} (unchanged tree)", argv),
+                lambda k: run_once(
+                    [self.meshctl, "diff", str(spec), "-o", str(out(k)), "--exit-code"]
+                ),
+                True,
+            )
+        )
+        kustomize = Case(
+            f"kubectl kustomize {label}", [self.kubectl or "kubectl", "kustomize", "<overlay>"]
+        )
+        if self.kubectl is None:
+            kustomize.error = "kubectl not found (use --kubectl); skipped"
+        else:
+            steps.append((kustomize, lambda k: self._kustomize_once(out(k)), warm_kubectl))
 
-        measure(case, self.runs, once, (lambda: once(-1)) if warm else None)
-        if case.ok:
-            case.notes.append(f"sum of {len(ENVIRONMENTS)} overlays")
-        return self.add(case)
+        run_rounds(steps, self.runs)
+        shutil.rmtree(out(-1), ignore_errors=True)
+
+        fresh_case = steps[0][0]
+        last = out(self.runs - 1)
+        if fresh_case.ok and last.is_dir():
+            fresh_case.notes.append(f"{len(ENVIRONMENTS)} envs, {count_files(last)} files")
+            if services:
+                fresh_case.notes.append(f"{fresh_case.median / services * 1000:.2f} ms/service")
+        if kustomize.ok:
+            kustomize.notes.append(f"sum of {len(ENVIRONMENTS)} overlays")
+        for case, _once, _warm in steps:
+            self.add(case)
+        if self.kubectl is None:
+            self.add(kustomize)
+
+    def _kustomize_once(self, out: Path) -> Sample:
+        """kubectl kustomize of the three overlays, summed."""
+        samples = [
+            run_once([self.kubectl or "kubectl", "kustomize", str(out / "overlays" / e)])
+            for e in ENVIRONMENTS
+        ]
+        return Sample(
+            sum(s.seconds for s in samples),
+            max(s.max_rss_bytes for s in samples),
+            sum(s.user_seconds for s in samples),
+            sum(s.system_seconds for s in samples),
+        )
 
 
 # --------------------------------------------------------------------------
@@ -603,21 +629,14 @@ def run_all(bench: Bench, sizes: Sequence[int], meta: dict[str, Any]) -> None:
     example_dir = bench.work / "example"
     run_quiet([meshctl, "init", str(example_dir)])
     example = example_dir / "platform.yaml"
-    _, out = bench.render_fresh("example", example, None)
-    if out.is_dir():
-        bench.render_unchanged("example", example, out)
-        bench.diff_unchanged("example", example, out)
-        bench.kustomize("example", out, warm=True)
+    bench.spec_cases("example", example, None, unchanged=True, warm_kubectl=True)
 
     for n in sizes:
         spec = bench.work / f"n{n}" / "platform.yaml"
         spec.parent.mkdir(parents=True)
         spec.write_text(generate_spec(n), encoding="utf-8")
         run_quiet([meshctl, "validate", str(spec)])  # once, before timing
-        _, out = bench.render_fresh(f"{n} services", spec, n)
-        if out.is_dir():
-            bench.diff_unchanged(f"{n} services", spec, out)
-            bench.kustomize(f"{n} services", out)
+        bench.spec_cases(f"{n} services", spec, n, unchanged=False, warm_kubectl=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
