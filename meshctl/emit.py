@@ -8,12 +8,13 @@ header naming the spec it came from.
 
 from __future__ import annotations
 
-import json
 import posixpath
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import PurePosixPath
 from typing import Any
+
+import msgspec
 
 from meshctl import layout, yamlio
 from meshctl.build import EnvironmentBuild
@@ -58,12 +59,14 @@ def emit(builds: dict[str, EnvironmentBuild], selected: Iterable[str], spec_name
     return files
 
 
-# The canonical text of a manifest's place and body (one encoder: json.dumps
-# with options builds a new one per call; bodies are trees, never cyclic).
-_KEY = json.JSONEncoder(sort_keys=True, check_circular=False, separators=(",", ":"))
+# The canonical bytes of a manifest's place and body: MessagePack with sorted
+# keys, which tells apart what Python's == does not (1, 1.0 and true; 0.0 and
+# -0.0), and NaN from null, which JSON encoders either refuse or merge. Ten
+# times faster than json.dumps with sorted keys.
+_KEY = msgspec.msgpack.Encoder(order="sorted")
 
 
-def _key(manifest: Manifest) -> str:
+def _key(manifest: Manifest) -> bytes:
     return _KEY.encode([manifest.stage, manifest.component, manifest.group, manifest.body])
 
 

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from meshctl import emit
+from meshctl.build.context import Manifest
+
 from conftest import meshctl, valid_specs
 
 
@@ -46,3 +49,30 @@ def test_output_carries_no_machine_specific_paths(project: Path) -> None:
     )
     for path, data in tree_bytes(project / "rendered").items():
         assert str(project) not in data.decode(), path
+
+
+def _config_map(value: object) -> Manifest:
+    body = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "x"},
+        "data": {"v": value},
+    }
+    return Manifest("demo", "config", body)
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [(1, 1.0), (1, True), (0.0, -0.0), (float("nan"), None), ("1", 1), ([1], (1.0,))],
+)
+def test_manifests_python_calls_equal_but_yaml_writes_differently_are_not_shared(
+    one: object, other: object
+) -> None:
+    """base/ takes a manifest only when every environment has it byte for byte."""
+    assert emit._key(_config_map(one)) != emit._key(_config_map(other))
+
+
+def test_the_sharing_key_ignores_key_order() -> None:
+    first = _config_map({"a": 1, "b": [2, {"c": None, "d": "e"}]})
+    second = _config_map({"b": [2, {"d": "e", "c": None}], "a": 1})
+    assert emit._key(first) == emit._key(second)
