@@ -1000,15 +1000,12 @@ class _LayerSchemas:
                     if description
                     else None,
                 )
-            updates = {"title": name}
-            if cls.__doc__:
-                updates["description"] = inspect.cleandoc(cls.__doc__)
             self.layers[ref] = core_schema.typed_dict_schema(
                 fields,
                 extra_behavior="forbid",
                 config=cast(core_schema.CoreConfig, {**model["config"], "title": name}),
                 ref=ref,
-                metadata={"pydantic_js_updates": updates},
+                metadata={"pydantic_js_functions": [_layer_json_schema(name, cls.__doc__)]},
             )
         return core_schema.definition_reference_schema(ref)
 
@@ -1047,6 +1044,23 @@ def _model_schema(schema: Any, shared: dict[str, Any]) -> Any:
     while schema["type"].startswith("function-") and _kind(schema.get("schema")) == "model":
         schema = schema["schema"]
     return schema if schema["type"] == "model" else None
+
+
+@cache
+def _layer_json_schema(name: str, doc: str | None) -> Any:
+    """A layer's JSON Schema hook: what a model's schema takes from its class
+    (title, docstring, closed to unknown keys). pydantic 2.10 ignores
+    ``pydantic_js_updates`` and ``extra_behavior`` in a typed dict's schema."""
+    updates: dict[str, Any] = {"title": name, "additionalProperties": False}
+    if doc:
+        updates["description"] = inspect.cleandoc(doc)
+
+    def hook(schema: Any, handler: Any) -> Any:
+        json_schema = handler.resolve_ref_schema(handler(schema))
+        json_schema.update(updates)
+        return json_schema
+
+    return hook
 
 
 def _kind(schema: Any) -> Any:

@@ -2,8 +2,9 @@
 
 The published schema describes what a user writes: the document, with *layers*
 of the settings sections (``models.SettingsLayer`` and the others: every field
-optional, ``null`` removes what a lower layer set). It is pydantic's own schema of the models that
-validate a spec, tidied for editors, so validation and schema cannot disagree.
+optional, ``null`` removes what a lower layer set). It is pydantic's own schema
+of the models that validate a spec, tidied for editors, so validation and
+schema cannot disagree.
 ``schemas/*.schema.json`` are these functions' output, committed; a test fails
 when they drift.
 """
