@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -95,3 +96,66 @@ def test_the_cases_of_the_example_run_against_the_real_command(tmp_path: Path) -
 def test_a_size_below_one_is_refused(size: int) -> None:
     with pytest.raises(ValueError):
         bench.generate_spec(size)
+
+
+# bench/compare.py: interleaved rounds of two or more builds.
+
+
+def _compare() -> ModuleType:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        return importlib.import_module("compare")
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+
+
+compare = _compare()
+
+
+def test_compare_alternates_the_order_of_the_builds_from_round_to_round() -> None:
+    assert [compare.order_of(k, 2) for k in range(-1, 3)] == [[1, 0], [0, 1], [1, 0], [0, 1]]
+    assert compare.order_of(1, 3) == [2, 1, 0]
+
+
+def test_compare_pairs_each_round_of_one_build_with_the_same_round_of_the_first() -> None:
+    first, other = bench.Case("a", ["a"]), bench.Case("b", ["b"])
+    first.samples = [bench.Sample(s, 1) for s in (1.0, 2.0, 4.0)]
+    other.samples = [bench.Sample(s, 1) for s in (0.5, 1.0, 3.0)]
+    assert compare.paired_ratios(first, other) == [0.5, 0.5, 0.75]
+    # The machine's drift (1 s to 4 s) cancels out of the paired ratios; the
+    # ratio of the medians (1.0 / 2.0) would say the same here only by chance.
+    assert compare.report([first, other]).splitlines()[3].endswith("  0.500 x the first")
+
+
+def test_compare_renders_with_each_build_and_prints_the_ratio(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    meshctl = bench.find_meshctl(None)
+    assert compare.main(["--meshctl", meshctl, "--meshctl", meshctl, "--runs", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "render of each build's example, 1 interleaved round after a warm-up round"
+    rows = [line for line in lines if line.startswith(meshctl)]
+    assert len(rows) == 2
+    # The same build twice: the same tree (counted in the warm-up round), and
+    # only the second build has a ratio to the first.
+    assert rows[0].endswith("  233 files")
+    assert re.search(r"  233 files, \d+\.\d{3} x the first$", rows[1])
+
+
+def test_compare_reports_a_failing_build_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "meshctl"
+    broken.write_text("#!/bin/sh\necho 'no such command' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    meshctl = bench.find_meshctl(None)
+    assert compare.main(["--meshctl", meshctl, "--meshctl", str(broken), "--runs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert f"failed: {broken} init" in err and "(exit 3)" in err and "no such command" in err
+
+
+def test_compare_needs_two_builds(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        compare.parse_args(["--meshctl", "a"])
+    assert exc.value.code == 2
+    assert "give --meshctl at least twice" in capsys.readouterr().err

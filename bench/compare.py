@@ -1,0 +1,129 @@
+"""Compare the render time of two or more meshctl builds, interleaved, on this machine.
+
+A shared machine's speed drifts by up to 2x within minutes, so two runs of
+run.py an hour apart compare two machines. Here every round renders once with
+each build, in alternating order, and the verdict is the median of the
+per-round ratios, which that drift cancels out of:
+
+    python bench/compare.py --meshctl old/bin/meshctl --meshctl new/bin/meshctl
+    python bench/compare.py --meshctl A --meshctl B --services 1000 --runs 9
+
+Each build renders its own bundled example (`meshctl init` of that build), so
+builds whose spec format differs can still be compared; with --services N they
+all render the same generated spec. Every render goes into a new, empty
+directory, as `render example (fresh)` in run.py. Standard library only; see
+bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from run import (
+    Case,
+    CommandFailed,
+    count_files,
+    find_meshctl,
+    format_table,
+    generate_spec,
+    positive,
+    run_once,
+    run_quiet,
+)
+
+
+def prepare_spec(meshctl: str, services: int | None, work: Path) -> Path:
+    """The spec this build renders: its own example, or the generated one."""
+    work.mkdir(parents=True)
+    spec = work / "platform.yaml"
+    if services:
+        spec.write_text(generate_spec(services))
+    else:
+        run_quiet([meshctl, "init", str(work)])
+    return spec
+
+
+def order_of(round_index: int, count: int) -> list[int]:
+    """Builds in the order round k runs them: forwards on even rounds, backwards
+    on odd ones, so that no build always runs right after another."""
+    forwards = list(range(count))
+    return forwards if round_index % 2 == 0 else forwards[::-1]
+
+
+def compare(cases: Sequence[Case], runs: int, work: Path) -> None:
+    """Round -1 (untimed) warms each build's template cache; then `runs` rounds."""
+    for k in range(-1, runs):
+        for index in order_of(k, len(cases)):
+            case = cases[index]
+            out = work / f"out-{index}-{k + 1}"
+            sample = run_once([*case.argv, "-o", str(out)])
+            if k >= 0:
+                case.samples.append(sample)
+            if k == -1:
+                case.notes.append(f"{count_files(out)} files")
+            # Untimed: the next render meets the same, emptier file system.
+            shutil.rmtree(out)
+
+
+def paired_ratios(base: Case, other: Case) -> list[float]:
+    return [o.seconds / b.seconds for b, o in zip(base.samples, other.samples, strict=True)]
+
+
+def report(cases: Sequence[Case]) -> str:
+    """run.py's table, each build's notes ending with its ratio to the first."""
+    for case in cases[1:]:
+        ratio = statistics.median(paired_ratios(cases[0], case))
+        case.notes.append(f"{ratio:.3f} x the first")
+    legend = (
+        "x the first: the median over the rounds of this build's time divided by the "
+        "first build's time in the same round"
+    )
+    return f"{format_table(cases)}\n{legend}"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--meshctl",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="a build's meshctl executable; give two or more (the first is the reference)",
+    )
+    parser.add_argument("--runs", type=positive, default=15, help="timed rounds (default 15)")
+    parser.add_argument("--services", type=positive, help="render a generated spec with N services")
+    args = parser.parse_args(argv)
+    if len(args.meshctl) < 2:
+        parser.error("give --meshctl at least twice")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="meshctl-compare-") as tmp:
+        work = Path(tmp)
+        cases = []
+        try:
+            for index, given in enumerate(args.meshctl):
+                meshctl = find_meshctl(given)
+                spec = prepare_spec(meshctl, args.services, work / f"spec-{index}")
+                cases.append(Case(meshctl, [meshctl, "render", str(spec)]))
+            compare(cases, args.runs, work)
+        except CommandFailed as exc:
+            print(f"failed: {' '.join(exc.argv)} (exit {exc.code})\n{exc.output}", file=sys.stderr)
+            return 1
+    label = f"{args.services} services" if args.services else "each build's example"
+    rounds = f"{args.runs} interleaved round{'s' if args.runs > 1 else ''}"
+    print(f"render of {label}, {rounds} after a warm-up round")
+    print(report(cases))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
