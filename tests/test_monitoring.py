@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from meshctl import models
-from meshctl.build import elastic, monitoring, postgres, redis, telemetry
+from meshctl.build import calico, elastic, monitoring, postgres, redis, telemetry
 from meshctl.build.context import BuildContext
 from meshctl.resources import example_spec
 
@@ -334,6 +334,24 @@ TARGETS: list[tuple[str, str, str, dict[str, str], tuple[str, int]]] = [
         ("metrics", 8080),
     ),
     ("service-api", "PodMonitor", "ai-api", {"app": "api"}, ("http-metrics", 9090)),
+    # The tigera-operator's: calico-node's pods (host network, no named
+    # metrics port, no Service in Calico Open Source), and the Services it
+    # makes for Typha (with typhaMetricsPort) and kube-controllers.
+    ("calico-node", "PodMonitor", "calico-system", {"k8s-app": "calico-node"}, ("", 9091)),
+    (
+        "calico-typha",
+        "ServiceMonitor",
+        "calico-system",
+        {"k8s-app": "calico-typha-metrics"},
+        ("calico-typha-metrics", 9093),
+    ),
+    (
+        "calico-kube-controllers",
+        "ServiceMonitor",
+        "calico-system",
+        {"k8s-app": "calico-kube-controllers"},
+        ("metrics-port", 9094),
+    ),
     (
         "fluent-bit",
         "PodMonitor",
@@ -438,6 +456,28 @@ def test_eck_operator_serves_metrics(example_tree: Rendered) -> None:
     (release,) = elastic.build(BuildContext(ctx.platform, plan)).releases
     assert "config" not in release.values
     assert elastic.monitors(BuildContext(ctx.platform, plan)) == []
+
+
+def test_calico_serves_the_metrics_its_monitors_scrape(example_tree: Rendered) -> None:
+    """Felix and Typha serve metrics only when the Installation sets their
+    ports: the same ports the monitors scrape, and only with observability on."""
+    ctx = _context(example_tree, "prod")
+    by_name = {m.name: m for m in calico.monitors(ctx)}
+    for env in ("dev", "staging", "prod"):
+        values = yaml.safe_load(
+            (example_tree.tree / f"overlays/{env}/values/tigera-operator.yaml").read_text()
+        )
+        installation = values["installation"]
+        assert [{"portNumber": installation["nodeMetricsPort"]}] == by_name["calico-node"].endpoints
+        assert installation["typhaMetricsPort"] == 9093
+    off = ctx.settings.model_copy(
+        update={"observability": ctx.settings.observability.model_copy(update={"enabled": False})}
+    )
+    plan = msgspec.structs.replace(ctx.plan, settings=off)
+    (release,) = calico.build(BuildContext(ctx.platform, plan)).releases
+    assert "nodeMetricsPort" not in release.values["installation"]
+    assert "typhaMetricsPort" not in release.values["installation"]
+    assert calico.monitors(BuildContext(ctx.platform, plan)) == []
 
 
 def test_monitor_ports_agree_with_network_policy(example_tree: Rendered) -> None:

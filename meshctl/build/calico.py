@@ -49,12 +49,24 @@ from meshctl.build.context import (
     Release,
 )
 from meshctl.build.names import dns_label
+from meshctl.build.telemetry import Monitor
 from meshctl.errors import RenderError
 from meshctl.validate import GATEWAY_PEER
 
 COMPONENT = "calico"
 NAMESPACE = "tigera-operator"
 RELEASE = "tigera-operator"
+CALICO_SYSTEM = "calico-system"  # where the operator runs Calico's own components
+
+# Prometheus metrics, plain HTTP, with observability on. calico-node (Felix)
+# and Typha run in the host's network, so these ports are taken on every node:
+# Felix's and Typha's own defaults, on which nothing meshctl deploys listens.
+FELIX_METRICS_PORT = 9091
+TYPHA_METRICS_PORT = 9093
+TYPHA_METRICS_SERVICE = "calico-typha-metrics"  # the operator's, named like its port
+# calico-kube-controllers serves metrics by default; the operator's Service
+# calico-kube-controllers-metrics exposes them as `metrics-port` (9094).
+KUBE_CONTROLLERS_METRICS_PORT = "metrics-port"
 
 # Policy order inside the default tier (lower first). The baseline comes before
 # the per-workload policies, whose trailing Deny would otherwise end it.
@@ -92,6 +104,11 @@ def build(ctx: BuildContext) -> ComponentOutput:
         ctx.render_one(
             "calico/values.yaml.j2",
             calico_network=_calico_network(network.calico),
+            metrics_ports=(
+                (FELIX_METRICS_PORT, TYPHA_METRICS_PORT)
+                if ctx.settings.observability.enabled
+                else None
+            ),
         ),
         wave=CRDS_WAVE,
         component=COMPONENT,
@@ -100,6 +117,42 @@ def build(ctx: BuildContext) -> ComponentOutput:
     manifests = _namespace_policies(ctx) if network.default_deny else []
     manifests += _workload_policies(ctx, graph)
     return ComponentOutput([release], manifests)
+
+
+def monitors(ctx: BuildContext) -> list[Monitor]:
+    """Calico's own components, with observability on (the Installation opens
+    Felix's and Typha's metrics then)."""
+    if not ctx.settings.observability.enabled:
+        return []
+    return [
+        Monitor(
+            "PodMonitor",
+            "calico-node",
+            [CALICO_SYSTEM],
+            {"matchLabels": {"k8s-app": "calico-node"}},
+            [{"portNumber": FELIX_METRICS_PORT}],
+            "Felix on every node (policy and route programming, dataplane errors); "
+            "the operator makes no Service for it.",
+        ),
+        Monitor(
+            "ServiceMonitor",
+            "calico-typha",
+            [CALICO_SYSTEM],
+            {"matchLabels": {"k8s-app": TYPHA_METRICS_SERVICE}},
+            [{"port": TYPHA_METRICS_SERVICE}],
+            "Typha, which fans the datastore out to Felix (the operator's Service "
+            f"{TYPHA_METRICS_SERVICE}).",
+        ),
+        Monitor(
+            "ServiceMonitor",
+            "calico-kube-controllers",
+            [CALICO_SYSTEM],
+            {"matchLabels": {"k8s-app": "calico-kube-controllers"}},
+            [{"port": KUBE_CONTROLLERS_METRICS_PORT}],
+            "calico-kube-controllers (IP address garbage collection, sync with the API "
+            "server), through the operator's Service calico-kube-controllers-metrics.",
+        ),
+    ]
 
 
 # -- the Installation ------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any
 
 from meshctl import layout, models
 from meshctl.build import (
+    calico,
     elastic,
     elastic_exporter,
     logs,
@@ -484,7 +485,7 @@ def monitors(ctx: BuildContext) -> list[dict[str, Any]]:
                 "External Secrets Operator's controller (sync errors).",
             )
         )
-    for component in (elastic, service_metrics, thanos, tracing, logs, elastic_exporter):
+    for component in (calico, elastic, service_metrics, thanos, tracing, logs, elastic_exporter):
         found.extend(component.monitors(ctx))
     return [
         {
