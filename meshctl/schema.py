@@ -19,15 +19,23 @@ from meshctl import models
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_BASE = "https://meshctl.io/schemas/v1alpha1/"
+_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
 
 
 def _tidy(node: Any) -> Any:
-    """Key patterns into propertyNames; drop generated titles and null defaults."""
+    """Key patterns into propertyNames; drop generated titles and null defaults;
+    whole-number bounds as integers."""
     if isinstance(node, list):
         return [_tidy(item) for item in node]
     if not isinstance(node, dict):
         return node
     node = {key: _tidy(value) for key, value in node.items()}
+    for key in _BOUNDS:
+        # pydantic before 2.11 writes a float field's bound 100 as 100.0: the
+        # same number, but not the same bytes as the committed schema.
+        bound = node.get(key)
+        if isinstance(bound, float) and bound.is_integer():
+            node[key] = int(bound)
     if "default" in node and node["default"] is None:
         del node["default"]
     patterns = node.get("patternProperties")

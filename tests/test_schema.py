@@ -10,7 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from meshctl import models, policy
+from meshctl import models, policy, schema
 from meshctl.reference import markdown
 from meshctl.schema import SCHEMAS, schema_text
 
@@ -194,3 +194,28 @@ def test_each_document_gets_layers_of_its_own() -> None:
     assert first == second
     assert len(containers(first, set())) > 300  # 64 layers, their fields, references
     assert containers(first, set()).isdisjoint(containers(second, set()))
+
+
+def test_whole_number_bounds_are_written_as_integers_whatever_pydantic_writes() -> None:
+    """pydantic 2.10 writes a float field's `le=100` as 100.0, 2.11+ as 100; the
+    published bytes must not depend on which is installed."""
+    tidy = schema._tidy(
+        {
+            "type": "number",
+            "exclusiveMaximum": 100.0,
+            "minimum": 90.0,
+            "multipleOf": 0.5,
+            "default": 95.0,
+            "properties": {"x": {"maximum": 1000.0, "exclusiveMinimum": 0.0}},
+        }
+    )
+    assert tidy == {
+        "type": "number",
+        "exclusiveMaximum": 100,
+        "minimum": 90,
+        "multipleOf": 0.5,
+        "default": 95.0,
+        "properties": {"x": {"maximum": 1000, "exclusiveMinimum": 0}},
+    }
+    assert isinstance(tidy["exclusiveMaximum"], int) and isinstance(tidy["default"], float)
+    assert json.dumps(tidy["properties"]) == '{"x": {"maximum": 1000, "exclusiveMinimum": 0}}'
