@@ -32,6 +32,7 @@ from run import (
     find_meshctl,
     format_table,
     generate_spec,
+    interpreter_of,
     positive,
     run_once,
     run_quiet,
@@ -121,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     label = f"{args.services} services" if args.services else "each build's example"
     rounds = f"{args.runs} interleaved round{'s' if args.runs > 1 else ''}"
     print(f"render of {label}, {rounds} after a warm-up round")
+    for case in cases:
+        print(f"  {case.name}: Python {interpreter_of(case.name)}")
     print(report(cases))
     return 0
 

@@ -595,6 +595,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def interpreter_of(meshctl: str) -> str:
+    """The Python that runs a meshctl console script (its #! line): version and
+    real path. Builds of one version differ: an interpreter built without
+    profile-guided optimisation, with a shared libpython, runs meshctl
+    markedly slower (bench/README.md)."""
+    try:
+        with Path(meshctl).open("rb") as script:
+            first = script.readline(4096)
+    except OSError:
+        return "unknown"
+    if not first.startswith(b"#!"):
+        return "unknown (not a script)"
+    python = first[2:].decode(errors="replace").strip().split()[0]
+    try:
+        return run_quiet(
+            [
+                python,
+                "-c",
+                "import os, sys; print(sys.version.split()[0], os.path.realpath(sys.executable))",
+            ]
+        )
+    except (CommandFailed, OSError):
+        return f"unknown ({python})"
+
+
 def source_revision() -> str | None:
     """git HEAD of the checkout this script is in (+ "-dirty"), if it is one."""
     root = Path(__file__).resolve().parent.parent
@@ -611,6 +636,7 @@ def run_all(bench: Bench, sizes: Sequence[int], meta: dict[str, Any]) -> None:
     when a setup step (init, validate of a generated spec) fails."""
     meshctl, kubectl = bench.meshctl, bench.kubectl
     meta["meshctl_version"] = run_quiet([meshctl, "--version"])
+    meta["meshctl_python"] = interpreter_of(meshctl)
     if kubectl:
         try:  # informational only; a broken kubectl fails its own cases
             meta["kubectl_version"] = run_quiet([kubectl, "version", "--client"]).replace(
@@ -619,7 +645,8 @@ def run_all(bench: Bench, sizes: Sequence[int], meta: dict[str, Any]) -> None:
         except CommandFailed as exc:
             meta["kubectl_version"] = f"unknown ({exc})"
     print(
-        f"{meta['meshctl_version']} ({meshctl}, source {meta['source_revision']}); "
+        f"{meta['meshctl_version']} ({meshctl}, source {meta['source_revision']}, "
+        f"Python {meta['meshctl_python']}); "
         f"{bench.runs} runs per case; work dir {bench.work}",
         file=sys.stderr,
     )
@@ -649,6 +676,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta: dict[str, Any] = {
         "meshctl": meshctl,
         "meshctl_version": None,
+        "meshctl_python": None,
         "source_revision": source_revision(),
         "kubectl": kubectl,
         "kubectl_version": None,

@@ -159,3 +159,13 @@ def test_compare_needs_two_builds(capsys: pytest.CaptureFixture[str]) -> None:
         compare.parse_args(["--meshctl", "a"])
     assert exc.value.code == 2
     assert "give --meshctl at least twice" in capsys.readouterr().err
+
+
+def test_the_interpreter_that_runs_meshctl_is_reported(tmp_path: Path) -> None:
+    found = bench.interpreter_of(bench.find_meshctl(None))
+    version, path = found.split(" ", 1)
+    assert version == sys.version.split()[0] and Path(path).is_file()
+    assert bench.interpreter_of(str(tmp_path / "missing")) == "unknown"
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\x7fELF\x02\x01")
+    assert bench.interpreter_of(str(binary)) == "unknown (not a script)"
