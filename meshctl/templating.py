@@ -10,9 +10,12 @@ template that needs a composed string composes it inside the expression:
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import marshal
 import math
 import os
+import pickle
 import traceback
 from functools import cache
 from pathlib import Path
@@ -56,6 +59,27 @@ def yaml_scalar(value: Any) -> str:
 
 class _QuietBytecodeCache(jinja2.FileSystemBytecodeCache):
     """Jinja's compiled-template cache; a cache that cannot be written is skipped."""
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        # Jinja's own reader, with the code read by marshal.loads from the
+        # file's bytes: Jinja's marshal.load(file) pulls it through the file
+        # object piece by piece, eight times the instructions. Same file format
+        # and checks; anything unexpected leaves the bucket empty (recompile).
+        try:
+            data = (Path(self.directory) / (self.pattern % (bucket.key,))).read_bytes()
+        except OSError:
+            return
+        magic = jinja2.bccache.bc_magic
+        if not data.startswith(magic):
+            return
+        stream = io.BytesIO(data)
+        stream.seek(len(magic))
+        try:
+            if pickle.load(stream) != bucket.checksum:
+                return
+            bucket.code = marshal.loads(data[stream.tell() :])
+        except (EOFError, ValueError, TypeError, pickle.UnpicklingError):
+            bucket.reset()
 
     def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
         with contextlib.suppress(OSError):
