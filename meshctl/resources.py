@@ -25,6 +25,15 @@ def templates_dir() -> Path:
     return data_dir("templates")
 
 
+def shipped_templates() -> Path | None:
+    """The templates compiled at wheel build time (hatch_build.py); a source
+    checkout or an editable install has none."""
+    from meshctl.template_syntax import SHIPPED_FILE
+
+    path = Path(__file__).resolve().parent / "_data" / SHIPPED_FILE
+    return path if path.is_file() else None
+
+
 def profiles_dir() -> Path:
     return data_dir("profiles")
 

@@ -3,6 +3,7 @@ profiles ship inside the wheel)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,8 +36,29 @@ def test_wheel_installs_into_a_fresh_venv_and_renders(tmp_path: Path) -> None:
     work.mkdir()
     meshctl = venv / "bin/meshctl"
     run(meshctl, "init", cwd=work)
-    result = run(meshctl, "render", cwd=work)
+    # A first render, as in a fresh CI container (no template cache): the
+    # templates come compiled from the wheel (hatch_build.py), so Jinja's
+    # compiler is never called, and they are cached for the next render.
+    refuse_compile = (
+        "import sys, jinja2\n"
+        "def compile(*args, **kwargs): raise AssertionError('Jinja compiled a template')\n"
+        "jinja2.Environment.compile = compile\n"
+        "from meshctl.__main__ import run\n"
+        "sys.argv = ['meshctl', 'render']\n"
+        "run()\n"
+    )
+    cache = tmp_path / "cache"
+    result = subprocess.run(
+        [venv / "bin/python", "-c", refuse_compile],
+        cwd=work,
+        env={**os.environ, "XDG_CACHE_HOME": str(cache)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
     assert "rendered dev, staging, prod" in result.stdout
+    assert len(list(cache.glob("meshctl/templates-*/*"))) > 40
     # the installed package must not be reading the source checkout's data
     location = run(
         venv / "bin/python",
