@@ -10,6 +10,7 @@ pods' real labels and port.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -247,7 +248,7 @@ KONG_LABELS = {
 # What each component's chart or operator really runs, in the example's prod
 # environment: (monitor, kind, namespace, the pod's or Service's labels, its
 # metrics port as (name, number)).
-TARGETS: list[tuple[str, str, str, dict[str, str], tuple[str, int]]] = [
+TARGETS: list[tuple[str, str, str, dict[str, str], tuple[str | None, int]]] = [
     ("kong", "PodMonitor", "kong", KONG_LABELS, ("status", 8100)),
     ("envoy-stats", "PodMonitor", "kong", KONG_LABELS, ("http-envoy-prom", 15090)),
     (
@@ -334,10 +335,10 @@ TARGETS: list[tuple[str, str, str, dict[str, str], tuple[str, int]]] = [
         ("metrics", 8080),
     ),
     ("service-api", "PodMonitor", "ai-api", {"app": "api"}, ("http-metrics", 9090)),
-    # The tigera-operator's: calico-node's pods (host network, no named
-    # metrics port, no Service in Calico Open Source), and the Services it
-    # makes for Typha (with typhaMetricsPort) and kube-controllers.
-    ("calico-node", "PodMonitor", "calico-system", {"k8s-app": "calico-node"}, ("", 9091)),
+    # The tigera-operator's: calico-node's pods (host network, Felix's port
+    # not declared on the container, no Service in Calico Open Source), and
+    # the Services it makes for Typha (with typhaMetricsPort) and kube-controllers.
+    ("calico-node", "PodMonitor", "calico-system", {"k8s-app": "calico-node"}, (None, 9091)),
     (
         "calico-typha",
         "ServiceMonitor",
@@ -410,13 +411,37 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return True
 
 
-def _scrapes(endpoint: dict[str, Any], port: tuple[str, int]) -> bool:
+def _scrapes(endpoint: dict[str, Any], port: tuple[str | None, int]) -> bool:
+    if port[0] is None:
+        # Not declared on the pod: `port` and `portNumber` match nothing, only
+        # an address rewritten to that port reaches it.
+        rules = endpoint.get("relabelings", [])
+        rewrites = [r for r in rules if r.get("targetLabel") == "__address__"]
+        return (
+            not {"port", "portNumber"} & set(endpoint)
+            and bool(rewrites)
+            and all(r["replacement"].endswith(f":{port[1]}") for r in rewrites)
+        )
     if "portNumber" in endpoint:
         return bool(endpoint["portNumber"] == port[1])
     return bool(endpoint.get("port") == port[0])
 
 
-Target = tuple[str, str, str, dict[str, str], tuple[str, int]]
+def _relabel(rules: list[dict[str, Any]], labels: dict[str, str]) -> dict[str, str] | None:
+    """Prometheus's keep and replace actions (regexes anchored, $1 groups)."""
+    labels = dict(labels)
+    for rule in rules:
+        value = ";".join(labels.get(name, "") for name in rule["sourceLabels"])
+        match = re.fullmatch(rule.get("regex", "(.*)"), value)
+        if rule.get("action", "replace") == "keep":
+            if match is None:
+                return None
+        elif match is not None:
+            labels[rule["targetLabel"]] = match.expand(rule["replacement"].replace("$1", r"\1"))
+    return labels
+
+
+Target = tuple[str, str, str, dict[str, str], tuple[str | None, int]]
 
 
 @pytest.mark.parametrize("target", TARGETS, ids=[f"{t[0]}-{t[2]}" for t in TARGETS])
@@ -468,7 +493,8 @@ def test_calico_serves_the_metrics_its_monitors_scrape(example_tree: Rendered) -
             (example_tree.tree / f"overlays/{env}/values/tigera-operator.yaml").read_text()
         )
         installation = values["installation"]
-        assert [{"portNumber": installation["nodeMetricsPort"]}] == by_name["calico-node"].endpoints
+        (felix,) = by_name["calico-node"].endpoints
+        assert _scrapes(felix, (None, installation["nodeMetricsPort"]))
         assert installation["typhaMetricsPort"] == 9093
     off = ctx.settings.model_copy(
         update={"observability": ctx.settings.observability.model_copy(update={"enabled": False})}
@@ -478,6 +504,32 @@ def test_calico_serves_the_metrics_its_monitors_scrape(example_tree: Rendered) -
     assert "nodeMetricsPort" not in release.values["installation"]
     assert "typhaMetricsPort" not in release.values["installation"]
     assert calico.monitors(BuildContext(ctx.platform, plan)) == []
+
+
+@pytest.mark.parametrize(
+    ("container", "pod_ip", "address"),
+    [
+        ("calico-node", "10.0.3.7", "10.0.3.7:9091"),
+        ("calico-node", "fd00:10::7", "[fd00:10::7]:9091"),
+        ("install-cni", "10.0.3.7", None),  # an init container: no target
+        ("calico-node-x", "10.0.3.7", None),
+    ],
+)
+def test_felix_is_scraped_once_per_node_on_its_port(
+    example_tree: Rendered, container: str, pod_ip: str, address: str | None
+) -> None:
+    """What Prometheus makes of the calico-node PodMonitor's relabelings for a
+    port-less target of each container (pod discovery's form for them)."""
+    ctx = _context(example_tree, "prod")
+    (monitor,) = [m for m in calico.monitors(ctx) if m.kind == "PodMonitor"]
+    (endpoint,) = monitor.endpoints
+    target = {
+        "__address__": pod_ip,
+        "__meta_kubernetes_pod_ip": pod_ip,
+        "__meta_kubernetes_pod_container_name": container,
+    }
+    result = _relabel(endpoint["relabelings"], target)
+    assert (result or {}).get("__address__") == address
 
 
 def test_monitor_ports_agree_with_network_policy(example_tree: Rendered) -> None:

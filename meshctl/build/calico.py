@@ -130,7 +130,7 @@ def monitors(ctx: BuildContext) -> list[Monitor]:
             "calico-node",
             [CALICO_SYSTEM],
             {"matchLabels": {"k8s-app": "calico-node"}},
-            [{"portNumber": FELIX_METRICS_PORT}],
+            [{"path": "/metrics", "relabelings": felix_relabelings()}],
             "Felix on every node (policy and route programming, dataplane errors); "
             "the operator makes no Service for it.",
         ),
@@ -152,6 +152,35 @@ def monitors(ctx: BuildContext) -> list[Monitor]:
             "calico-kube-controllers (IP address garbage collection, sync with the API "
             "server), through the operator's Service calico-kube-controllers-metrics.",
         ),
+    ]
+
+
+def felix_relabelings() -> list[dict[str, Any]]:
+    """Scrape Felix's port on each calico-node pod. The operator declares no
+    container port for it, and a PodMonitor's `port`/`portNumber` only match
+    declared ones, so the target's address is rewritten instead: the pod's IP
+    (the node's; host network) and the port, bracketed for IPv6."""
+    return [
+        # One target per pod: its calico-node container, not the init containers.
+        {
+            "action": "keep",
+            "sourceLabels": ["__meta_kubernetes_pod_container_name"],
+            "regex": "calico-node",
+        },
+        {
+            "action": "replace",
+            "sourceLabels": ["__meta_kubernetes_pod_ip"],
+            "regex": "([0-9.]+)",
+            "targetLabel": "__address__",
+            "replacement": f"$1:{FELIX_METRICS_PORT}",
+        },
+        {
+            "action": "replace",
+            "sourceLabels": ["__meta_kubernetes_pod_ip"],
+            "regex": "(.*:.*)",
+            "targetLabel": "__address__",
+            "replacement": f"[$1]:{FELIX_METRICS_PORT}",
+        },
     ]
 
 
