@@ -35,24 +35,15 @@ def _template_syntax() -> Any:
     return module
 
 
-def _finalize(value: Any) -> Any:
-    # Only its presence and kind (a plain function) shape the compiled code;
-    # meshctl's is templating.yaml_scalar.
-    return value
-
-
 def compile_templates(templates: Path) -> dict[str, Any]:
     """Every `*.j2` under templates compiled, as the shipped file's content."""
     import jinja2
 
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates)),
-        finalize=_finalize,
-        **_template_syntax().SYNTAX,
-    )
+    loader = jinja2.FileSystemLoader(str(templates))
+    environment = jinja2.Environment(loader=loader, **_template_syntax().SYNTAX)
     compiled = {}
     for name in environment.list_templates(filter_func=lambda name: name.endswith(".j2")):
-        source = (templates / name).read_text(encoding="utf-8")
+        source, _, _ = loader.get_source(environment, name)  # as meshctl reads it
         compiled[name] = {
             # Jinja's own key for "this source" (jinja2.bccache.BytecodeCache).
             "sha1": hashlib.sha1(source.encode("utf-8")).hexdigest(),
@@ -68,9 +59,9 @@ class CompiledTemplatesHook(BuildHookInterface):  # type: ignore[type-arg]
         # An editable install reads the checkout's templates, which change.
         if self.target_name != "wheel" or version == "editable":
             return
+        content = compile_templates(ROOT / "templates")
         self._work = Path(tempfile.mkdtemp(prefix="meshctl-compiled-templates-"))
         shipped = self._work / "compiled-templates.json"
-        content = compile_templates(ROOT / "templates")
         shipped.write_text(json.dumps(content, sort_keys=True), encoding="utf-8")
         target = f"meshctl/_data/{_template_syntax().SHIPPED_FILE}"
         build_data["force_include"][str(shipped)] = target

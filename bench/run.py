@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -596,28 +597,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def interpreter_of(meshctl: str) -> str:
-    """The Python that runs a meshctl console script (its #! line): version and
-    real path. Builds of one version differ: an interpreter built without
-    profile-guided optimisation, with a shared libpython, runs meshctl
-    markedly slower (bench/README.md)."""
+    """The Python that runs a meshctl console script: version and real path.
+    Builds of one version differ: an interpreter built without profile-guided
+    optimisation, with a shared libpython, runs meshctl markedly slower
+    (bench/README.md)."""
     try:
         with Path(meshctl).open("rb") as script:
-            first = script.readline(4096)
+            lines = script.read(4096).decode(errors="replace").splitlines()
     except OSError:
         return "unknown"
-    if not first.startswith(b"#!"):
+    if not lines or not lines[0].startswith("#!"):
         return "unknown (not a script)"
-    python = first[2:].decode(errors="replace").strip().split()[0]
+    words = lines[0][2:].split()
+    trampoline = "'''exec' "
+    if words and Path(words[0]).name == "sh" and len(lines) > 1:
+        # pip's form when the interpreter's path is too long for #!, or has spaces.
+        if lines[1].startswith(trampoline):
+            words = shlex.split(lines[1][len(trampoline) :])[:1]
+    elif words and Path(words[0]).name == "env":
+        words = [word for word in words[1:] if not word.startswith("-")][:1]
+    if not words:
+        return "unknown (no interpreter named)"
+    probe = "import os, sys; print(sys.version.split()[0], os.path.realpath(sys.executable))"
     try:
-        return run_quiet(
-            [
-                python,
-                "-c",
-                "import os, sys; print(sys.version.split()[0], os.path.realpath(sys.executable))",
-            ]
-        )
+        return run_quiet([words[0], "-c", probe])
     except (CommandFailed, OSError):
-        return f"unknown ({python})"
+        return f"unknown ({words[0]})"
 
 
 def source_revision() -> str | None:

@@ -10,15 +10,14 @@ template that needs a composed string composes it inside the expression:
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import marshal
-import math
 import os
 import pickle
 import traceback
 from functools import cache
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 import jinja2
@@ -27,35 +26,9 @@ import jinja2.bccache
 from meshctl import __version__, yamlio
 from meshctl.errors import RenderError
 from meshctl.resources import shipped_templates, templates_dir
-from meshctl.template_syntax import SYNTAX
+from meshctl.template_syntax import SYNTAX, yaml_scalar
 
-# Code points YAML treats as line breaks or refuses raw, which JSON leaves as is.
-_YAML_UNSAFE = {0x85: "\\x85", 0x2028: "\\u2028", 0x2029: "\\u2029", 0xFEFF: "\\ufeff"}
-_YAML_UNSAFE.update({c: f"\\x{c:02x}" for c in range(0x7F, 0xA0) if c != 0x85})
-
-
-def yaml_scalar(value: Any) -> str:
-    """The finalize hook: a value as one safe YAML flow node."""
-    if (
-        type(value) is str
-        and value.isascii()
-        and value.isprintable()
-        and not ('"' in value or "\\" in value)
-    ):
-        return f'"{value}"'  # what json.dumps gives for such a string, without the call
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise TypeError(f"cannot emit the float {value!r}")
-        return repr(value)
-    if isinstance(value, str | list | tuple | dict):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True).translate(_YAML_UNSAFE)
-    raise TypeError(f"cannot emit a {type(value).__name__} in a template")
+__all__ = ["environment", "render", "yaml_scalar"]
 
 
 class _QuietBytecodeCache(jinja2.FileSystemBytecodeCache):
@@ -69,52 +42,60 @@ class _QuietBytecodeCache(jinja2.FileSystemBytecodeCache):
     def __init__(self, directory: str, shipped: Path | None = None) -> None:
         super().__init__(directory)
         self.shipped = shipped
-        self._shipped_templates: dict[str, Any] | None = None
+        self._shipped_templates: dict[str, Any] | None = None  # read on first use
 
     def get_bucket(
         self, environment: jinja2.Environment, name: str, filename: str | None, source: str
     ) -> jinja2.bccache.Bucket:
         bucket = super().get_bucket(environment, name, filename, source)
         if bucket.code is None and filename is not None:
-            shipped = self._shipped().get(name)
-            if isinstance(shipped, dict) and shipped.get("sha1") == bucket.checksum:
-                # As Jinja compiles it: the template's file as the code's, for tracebacks.
-                bucket.code = compile(shipped["code"], filename, "exec")
+            code = self._shipped_code(name, bucket.checksum, filename)
+            if code is not None:
+                bucket.code = code
                 self.set_bucket(bucket)
         return bucket
 
-    def _shipped(self) -> dict[str, Any]:
-        """The wheel's compiled templates, if this jinja2 version wrote them."""
+    def _shipped_code(self, name: str, checksum: str, filename: str) -> CodeType | None:
+        """The wheel's code for this template, if compiled from this very source
+        (Jinja's sha1 of it) by this jinja2 version; else None (Jinja compiles)."""
         if self._shipped_templates is None:
             self._shipped_templates = {}
             try:
-                content = json.loads(self.shipped.read_bytes()) if self.shipped else {}
+                content = json.loads(self.shipped.read_bytes()) if self.shipped else None
             except (OSError, ValueError):
-                content = {}
+                content = None
             if isinstance(content, dict) and content.get("jinja2") == jinja2.__version__:
-                self._shipped_templates = content.get("templates") or {}
-        return self._shipped_templates
+                templates = content.get("templates")
+                self._shipped_templates = templates if isinstance(templates, dict) else {}
+        entry = self._shipped_templates.get(name)
+        if not isinstance(entry, dict) or entry.get("sha1") != checksum:
+            return None
+        try:
+            # As Jinja compiles it: the template's file as the code's, for tracebacks.
+            return compile(entry["code"], filename, "exec")
+        except (KeyError, TypeError, ValueError, SyntaxError):
+            return None
 
     def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
         # Jinja's own reader, with the code read by marshal.loads from the
         # file's bytes: Jinja's marshal.load(file) pulls it through the file
-        # object piece by piece, eight times the instructions. Same file format
-        # and checks; anything unexpected leaves the bucket empty (recompile).
+        # object piece by piece, eight times the instructions. The file is
+        # Jinja's magic, the source's checksum pickled (protocol 2, as Jinja
+        # writes it), then the code; it is compared, not unpickled. Anything
+        # unexpected leaves the bucket empty, and Jinja compiles.
         try:
             data = (Path(self.directory) / (self.pattern % (bucket.key,))).read_bytes()
         except OSError:
             return
-        magic = jinja2.bccache.bc_magic
-        if not data.startswith(magic):
+        head = jinja2.bccache.bc_magic + pickle.dumps(bucket.checksum, 2)
+        if not data.startswith(head):
             return
-        stream = io.BytesIO(data)
-        stream.seek(len(magic))
         try:
-            if pickle.load(stream) != bucket.checksum:
-                return
-            bucket.code = marshal.loads(data[stream.tell() :])
-        except (EOFError, ValueError, TypeError, pickle.UnpicklingError):
-            bucket.reset()
+            code = marshal.loads(data[len(head) :])
+        except (EOFError, ValueError, TypeError):
+            return
+        if isinstance(code, CodeType):
+            bucket.code = code
 
     def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
         with contextlib.suppress(OSError):
@@ -125,7 +106,9 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
     # Compiling the templates is a tenth of a small render; Jinja keys cached
     # code by each template's source checksum, so an edited template recompiles.
     root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    folder = Path(root) / "meshctl" / f"templates-{__version__}"
+    # Per meshctl and jinja2 version: code another jinja2 compiled may call
+    # runtime helpers this one lacks (Jinja's own check is its cache format).
+    folder = Path(root) / "meshctl" / f"templates-{__version__}-jinja2-{jinja2.__version__}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
@@ -138,7 +121,6 @@ def environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates_dir()),
         bytecode_cache=_bytecode_cache(),
-        finalize=yaml_scalar,
         **SYNTAX,
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,16 @@ from meshctl.resources import example_spec
 
 TESTS = Path(__file__).resolve().parent
 CASES = TESTS / "cases"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def template_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """meshctl's compiled-template cache, for this run only (and for the CLI
+    subprocesses, which inherit it): never the developer's ~/.cache."""
+    folder = tmp_path_factory.mktemp("xdg-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(folder))
+        yield folder
 
 
 def valid_specs() -> dict[str, Path]:

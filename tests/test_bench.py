@@ -136,10 +136,11 @@ def test_compare_renders_with_each_build_and_prints_the_ratio(
     assert lines[0] == "render of each build's example, 1 interleaved round after a warm-up round"
     rows = [line for line in lines if line.startswith(meshctl)]
     assert len(rows) == 2
-    # The same build twice: the same tree (counted in the warm-up round), and
-    # only the second build has a ratio to the first.
-    assert rows[0].endswith("  233 files")
-    assert re.search(r"  233 files, \d+\.\d{3} x the first$", rows[1])
+    # The same build twice: the example's whole tree (counted in the warm-up
+    # round), and only the second build has a ratio to the first.
+    files = sum(1 for path in (ROOT / "tests/golden/example").rglob("*") if path.is_file())
+    assert rows[0].endswith(f"  {files} files")
+    assert re.search(rf"  {files} files, \d+\.\d{{3}} x the first$", rows[1])
 
 
 def test_compare_reports_a_failing_build_and_exits_1(
@@ -161,10 +162,24 @@ def test_compare_needs_two_builds(capsys: pytest.CaptureFixture[str]) -> None:
     assert "give --meshctl at least twice" in capsys.readouterr().err
 
 
+def _script(folder: Path, name: str, text: str) -> str:
+    path = folder / name
+    path.write_text(text)
+    return str(path)
+
+
 def test_the_interpreter_that_runs_meshctl_is_reported(tmp_path: Path) -> None:
-    found = bench.interpreter_of(bench.find_meshctl(None))
-    version, path = found.split(" ", 1)
-    assert version == sys.version.split()[0] and Path(path).is_file()
+    this = f"{sys.version.split()[0]} {Path(sys.executable).resolve()}"
+    direct = _script(tmp_path, "direct", f"#!{sys.executable}\nimport meshctl\n")
+    assert bench.interpreter_of(direct) == this
+    # pip's trampoline, for an interpreter path too long for #! or with spaces.
+    trampoline = f"#!/bin/sh\n'''exec' \"{sys.executable}\" \"$0\" \"$@\"\n' '''\n"
+    assert bench.interpreter_of(_script(tmp_path, "trampoline", trampoline)) == this
+    with_env = bench.interpreter_of(_script(tmp_path, "env", "#!/usr/bin/env -S python3\n"))
+    version, path = with_env.split(" ", 1)
+    assert version[0].isdigit() and Path(path).is_file()
+    bare = _script(tmp_path, "bare", "#!\n")
+    assert bench.interpreter_of(bare) == "unknown (no interpreter named)"
     assert bench.interpreter_of(str(tmp_path / "missing")) == "unknown"
     binary = tmp_path / "binary"
     binary.write_bytes(b"\x7fELF\x02\x01")
