@@ -7,17 +7,20 @@ per-round ratios, which that drift cancels out of:
 
     python bench/compare.py --meshctl old/bin/meshctl --meshctl new/bin/meshctl
     python bench/compare.py --meshctl A --meshctl B --services 1000 --runs 9
+    python bench/compare.py --meshctl A --meshctl B --cold
 
 Each build renders its own bundled example (`meshctl init` of that build), so
 builds whose spec format differs can still be compared; with --services N they
 all render the same generated spec. Every render goes into a new, empty
-directory, as `render example (fresh)` in run.py. Standard library only; see
-bench/README.md.
+directory, as `render example (fresh)` in run.py; with --cold every render
+also gets an empty template cache (a new XDG_CACHE_HOME), as in a fresh CI
+container. Standard library only; see bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -57,19 +60,23 @@ def order_of(round_index: int, count: int) -> list[int]:
     return forwards if round_index % 2 == 0 else forwards[::-1]
 
 
-def compare(cases: Sequence[Case], runs: int, work: Path) -> None:
-    """Round -1 (untimed) warms each build's template cache; then `runs` rounds."""
+def compare(cases: Sequence[Case], runs: int, work: Path, *, cold: bool = False) -> None:
+    """Round -1 (untimed) warms each build's template cache (with `cold`, the
+    disk only); then `runs` rounds."""
     for k in range(-1, runs):
         for index in order_of(k, len(cases)):
             case = cases[index]
             out = work / f"out-{index}-{k + 1}"
-            sample = run_once([*case.argv, "-o", str(out)])
+            cache = work / f"cache-{index}-{k + 1}"
+            env = {**os.environ, "XDG_CACHE_HOME": str(cache)} if cold else None
+            sample = run_once([*case.argv, "-o", str(out)], env=env)
             if k >= 0:
                 case.samples.append(sample)
             if k == -1:
                 case.notes.append(f"{count_files(out)} files")
             # Untimed: the next render meets the same, emptier file system.
             shutil.rmtree(out)
+            shutil.rmtree(cache, ignore_errors=True)
 
 
 def paired_ratios(base: Case, other: Case) -> list[float]:
@@ -99,6 +106,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--runs", type=positive, default=15, help="timed rounds (default 15)")
     parser.add_argument("--services", type=positive, help="render a generated spec with N services")
+    parser.add_argument(
+        "--cold", action="store_true", help="every render with an empty template cache"
+    )
     args = parser.parse_args(argv)
     if len(args.meshctl) < 2:
         parser.error("give --meshctl at least twice")
@@ -115,13 +125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 meshctl = find_meshctl(given)
                 spec = prepare_spec(meshctl, args.services, work / f"spec-{index}")
                 cases.append(Case(meshctl, [meshctl, "render", str(spec)]))
-            compare(cases, args.runs, work)
+            compare(cases, args.runs, work, cold=args.cold)
         except CommandFailed as exc:
             print(f"failed: {' '.join(exc.argv)} (exit {exc.code})\n{exc.output}", file=sys.stderr)
             return 1
     label = f"{args.services} services" if args.services else "each build's example"
     rounds = f"{args.runs} interleaved round{'s' if args.runs > 1 else ''}"
-    print(f"render of {label}, {rounds} after a warm-up round")
+    cache = ", each with an empty template cache" if args.cold else ""
+    print(f"render of {label}{cache}, {rounds} after a warm-up round")
     for case in cases:
         print(f"  {case.name}: Python {interpreter_of(case.name)}")
     print(report(cases))

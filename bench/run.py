@@ -234,12 +234,19 @@ def _maxrss_bytes(ru_maxrss: int) -> int:
     return ru_maxrss if sys.platform == "darwin" else ru_maxrss * 1024
 
 
-def run_once(argv: Sequence[str], cwd: Path | None = None) -> Sample:
+def run_once(
+    argv: Sequence[str], cwd: Path | None = None, env: dict[str, str] | None = None
+) -> Sample:
     """Run argv in a fresh process; wall time from spawn to reap, peak RSS via wait4."""
     with tempfile.TemporaryFile() as log:
         start = time.perf_counter()
         proc = subprocess.Popen(
-            list(argv), cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            list(argv),
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - start

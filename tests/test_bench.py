@@ -184,3 +184,20 @@ def test_the_interpreter_that_runs_meshctl_is_reported(tmp_path: Path) -> None:
     binary = tmp_path / "binary"
     binary.write_bytes(b"\x7fELF\x02\x01")
     assert bench.interpreter_of(str(binary)) == "unknown (not a script)"
+
+
+def test_compare_cold_gives_every_render_an_empty_template_cache(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    fake = tmp_path / "meshctl"
+    # Records whether its template cache folder existed, and makes an output tree.
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'if [ -e "$XDG_CACHE_HOME" ]; then echo reused >> {log}; else echo empty >> {log}; fi\n'
+        'mkdir -p "$XDG_CACHE_HOME/meshctl" "$4" && touch "$4/file"\n'
+    )
+    fake.chmod(0o755)
+    cases = [bench.Case(name, [str(fake), "render", "spec"]) for name in ("a", "b")]
+    compare.compare(cases, 2, tmp_path, cold=True)
+    # The warm-up round and two timed rounds, for each build.
+    assert log.read_text().split() == ["empty"] * 6
+    assert [len(case.samples) for case in cases] == [2, 2]
