@@ -54,10 +54,14 @@ def prepare_spec(meshctl: str, services: int | None, work: Path) -> Path:
 
 
 def order_of(round_index: int, count: int) -> list[int]:
-    """Builds in the order round k runs them: forwards on even rounds, backwards
-    on odd ones, so that no build always runs right after another."""
-    forwards = list(range(count))
-    return forwards if round_index % 2 == 0 else forwards[::-1]
+    """Builds in the order round k runs them: a rotation that moves on every
+    second round, backwards on odd rounds. Over 2 x count rounds each build
+    runs in each position equally often, so none is always first, last or in
+    the middle. (With three builds and the middle one fixed, a run here put
+    the middle build 12 % behind one it matched within 1 % head to head.)"""
+    shift = (round_index // 2) % count
+    rotated = [(i + shift) % count for i in range(count)]
+    return rotated if round_index % 2 == 0 else rotated[::-1]
 
 
 def compare(cases: Sequence[Case], runs: int, work: Path, *, cold: bool = False) -> None:

@@ -112,9 +112,14 @@ def _compare() -> ModuleType:
 compare = _compare()
 
 
-def test_compare_alternates_the_order_of_the_builds_from_round_to_round() -> None:
-    assert [compare.order_of(k, 2) for k in range(-1, 3)] == [[1, 0], [0, 1], [1, 0], [0, 1]]
-    assert compare.order_of(1, 3) == [2, 1, 0]
+@pytest.mark.parametrize("count", [2, 3, 4])
+def test_compare_puts_every_build_in_every_position_equally_often(count: int) -> None:
+    orders = [compare.order_of(k, count) for k in range(2 * count)]
+    assert all(sorted(order) == list(range(count)) for order in orders)
+    for position in range(count):
+        assert sorted(order[position] for order in orders) == sorted(list(range(count)) * 2)
+    if count == 3:  # and three builds meet in every order
+        assert len({tuple(order) for order in orders}) == 6
 
 
 def test_compare_pairs_each_round_of_one_build_with_the_same_round_of_the_first() -> None:
