@@ -2,7 +2,7 @@
 
 A shared machine's speed drifts by up to 2x within minutes, so two runs of
 run.py an hour apart compare two machines. Here every round renders once with
-each build, in alternating order, and the verdict is the median of the
+each build, in an order that rotates and reverses, and the verdict is the median of the
 per-round ratios, which that drift cancels out of:
 
     python bench/compare.py --meshctl old/bin/meshctl --meshctl new/bin/meshctl
