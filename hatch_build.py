@@ -11,11 +11,11 @@ before.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import shutil
 import tempfile
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 ROOT = Path(__file__).resolve().parent
 
 
+@cache
 def _template_syntax() -> Any:
     # By path: importing the meshctl package would need its runtime dependencies.
     spec = importlib.util.spec_from_file_location(
@@ -38,15 +39,16 @@ def _template_syntax() -> Any:
 def compile_templates(templates: Path) -> dict[str, Any]:
     """Every `*.j2` under templates compiled, as the shipped file's content."""
     import jinja2
+    import jinja2.bccache
 
     loader = jinja2.FileSystemLoader(str(templates))
     environment = jinja2.Environment(loader=loader, **_template_syntax().SYNTAX)
+    checksum = jinja2.bccache.BytecodeCache().get_source_checksum  # the key meshctl compares
     compiled = {}
     for name in environment.list_templates(filter_func=lambda name: name.endswith(".j2")):
         source, _, _ = loader.get_source(environment, name)  # as meshctl reads it
         compiled[name] = {
-            # Jinja's own key for "this source" (jinja2.bccache.BytecodeCache).
-            "sha1": hashlib.sha1(source.encode("utf-8")).hexdigest(),
+            "sha1": checksum(source),
             "code": environment.compile(source, name, raw=True),
         }
     return {"jinja2": jinja2.__version__, "templates": compiled}
